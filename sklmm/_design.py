@@ -1,0 +1,214 @@
+"""Random-effects terms as data: level codes, term columns and the Lambda template.
+
+A term (``(1 + x | g)``) becomes a :class:`ReTerm`: the integer level code of
+every row (``refs``), the term's columns (``z``, n x p; ``None`` for a scalar
+intercept, which is a column of ones), the level labels, and the map from the
+term's slice of theta to its lower-triangular p x p factor ``lambda``.
+
+Terms are ordered as lme4 orders them: by number of levels, largest first,
+ties kept in formula order.  ``theta`` follows that order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ._formula import INTERCEPT, TermSpec
+
+
+@dataclass
+class ReTerm:
+    """One random-effects term resolved against the data.
+
+    Attributes
+    ----------
+    factor_name : str
+        The grouping factor (``"a:b"`` for an interaction).
+    columns : tuple of str
+        Term column names (``"(Intercept)"`` and slope names).
+    slope_index : tuple of int or None
+        For each column, its index in ``X`` (``None`` for the intercept).
+    refs : ndarray of intp, shape (n,)
+        Level code of each row, in ``0 .. n_levels - 1``.
+    levels : pandas.Index
+        Level labels; ``levels[refs[i]]`` is row i's level.
+    z : ndarray of shape (n, p) or None
+        The term's columns per row; ``None`` means a single column of ones.
+    """
+
+    factor_name: str
+    columns: tuple[str, ...]
+    slope_index: tuple[int | None, ...]
+    refs: np.ndarray
+    levels: pd.Index
+    z: np.ndarray | None
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.levels)
+
+    @property
+    def n_columns(self) -> int:
+        return len(self.columns)
+
+    @property
+    def q(self) -> int:
+        """Number of random effects of the term: levels x columns."""
+        return self.n_levels * self.n_columns
+
+    @property
+    def n_theta(self) -> int:
+        p = self.n_columns
+        return p * (p + 1) // 2
+
+    @property
+    def theta_rows_cols(self) -> tuple[np.ndarray, np.ndarray]:
+        """Positions in lambda of the term's theta, lower triangle column-major."""
+        return lower_triangle_colmajor(self.n_columns)
+
+    def lambda_from(self, theta_t: np.ndarray) -> np.ndarray:
+        """The p x p lower-triangular relative covariance factor for this term."""
+        p = self.n_columns
+        lam = np.zeros((p, p))
+        rows, cols = self.theta_rows_cols
+        lam[rows, cols] = theta_t
+        return lam
+
+    def z_values(self) -> np.ndarray:
+        """The term's columns as an (n, p) array (ones for an intercept-only term)."""
+        if self.z is None:
+            return np.ones((len(self.refs), 1))
+        return self.z
+
+
+def lower_triangle_colmajor(p: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column indices of a p x p lower triangle, column by column.
+
+    This is lme4's order for theta: ``(0,0), (1,0), ..., (p-1,0), (1,1), ...``.
+    """
+    upper_rows, upper_cols = np.triu_indices(p)
+    return upper_cols, upper_rows
+
+
+def factor_codes(groups: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarray, pd.Index]:
+    """Level codes and labels of a grouping factor or interaction of factors.
+
+    Levels are sorted (categoricals keep their category order) and unused
+    levels are dropped.  An interaction ``a:b`` has one level per observed
+    pair, labelled ``"<a>:<b>"`` as R's ``interaction`` labels them.
+
+    Parameters
+    ----------
+    groups : DataFrame
+        One column per grouping factor, no missing values.
+    factors : tuple of str
+        Column names whose interaction defines the factor.
+
+    Returns
+    -------
+    refs : ndarray of intp
+    levels : pandas.Index
+    """
+    if len(factors) == 1:
+        codes, uniques = pd.factorize(groups[factors[0]], sort=True)
+        if isinstance(uniques, pd.CategoricalIndex | pd.Categorical):
+            uniques = pd.Index(np.asarray(uniques))
+        return codes.astype(np.intp, copy=False), pd.Index(uniques, name=factors[0])
+
+    combined = np.zeros(len(groups), dtype=np.int64)
+    parts = []
+    for name in factors:
+        codes, uniques = pd.factorize(groups[name], sort=True)
+        combined = combined * len(uniques) + codes
+        parts.append((codes, np.asarray(uniques)))
+    observed, refs = np.unique(combined, return_inverse=True)
+    # Recover each component's code for the observed combinations.
+    labels = []
+    first_row = np.zeros(len(observed), dtype=np.intp)
+    first_row[refs[::-1]] = np.arange(len(refs))[::-1]
+    for codes, uniques in parts:
+        labels.append(uniques[codes[first_row]].astype(str))
+    joined = labels[0]
+    for part in labels[1:]:
+        joined = np.char.add(np.char.add(joined, ":"), part)
+    return refs.astype(np.intp, copy=False), pd.Index(joined, name=":".join(factors))
+
+
+def build_terms(
+    specs: list[TermSpec],
+    X: np.ndarray,
+    feature_names: list[str],
+    groups: pd.DataFrame,
+) -> list[ReTerm]:
+    """Resolve parsed terms against the data and order them as lme4 does.
+
+    Parameters
+    ----------
+    specs : list of TermSpec
+        Parsed ``random_effects``.
+    X : ndarray of shape (n, n_features)
+        Fixed-effect covariates; slopes are taken from its columns.
+    feature_names : list of str
+        Names of X's columns.
+    groups : DataFrame
+        Grouping factors, one column each.
+
+    Returns
+    -------
+    list of ReTerm
+        Sorted by number of levels, largest first (stable).
+    """
+    position = {name: i for i, name in enumerate(feature_names)}
+    codes_cache: dict[tuple[str, ...], tuple[np.ndarray, pd.Index]] = {}
+    seen: set[tuple[str, str]] = set()
+    terms = []
+    for spec in specs:
+        for name in spec.factors:
+            if name not in groups.columns:
+                raise ValueError(
+                    f"random_effects names the grouping factor {name!r}, which is not a "
+                    f"column of groups (columns: {list(map(str, groups.columns))})"
+                )
+        slope_index = []
+        for column in spec.columns:
+            if column == INTERCEPT:
+                slope_index.append(None)
+            elif column in position:
+                slope_index.append(position[column])
+            else:
+                raise ValueError(
+                    f"random_effects names the slope {column!r} for factor "
+                    f"{spec.factor_name!r}, which is not a column of X "
+                    f"(columns: {feature_names})"
+                )
+            key = (spec.factor_name, column)
+            if key in seen:
+                raise ValueError(
+                    f"random_effects has the column {column!r} twice for factor "
+                    f"{spec.factor_name!r}; its variance would not be identifiable"
+                )
+            seen.add(key)
+        if spec.factors not in codes_cache:
+            codes_cache[spec.factors] = factor_codes(groups, spec.factors)
+        refs, levels = codes_cache[spec.factors]
+        if slope_index == [None]:
+            z = None
+        else:
+            z = np.column_stack(
+                [np.ones(len(X)) if j is None else X[:, j] for j in slope_index]
+            ).astype(np.float64, copy=False)
+        terms.append(
+            ReTerm(
+                factor_name=spec.factor_name,
+                columns=spec.columns,
+                slope_index=tuple(slope_index),
+                refs=refs,
+                levels=levels,
+                z=z,
+            )
+        )
+    order = sorted(range(len(terms)), key=lambda i: -terms[i].n_levels)
+    return [terms[i] for i in order]
