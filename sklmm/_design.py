@@ -27,6 +27,8 @@ class ReTerm:
     ----------
     factor_name : str
         The grouping factor (``"a:b"`` for an interaction).
+    factors : tuple of str
+        The grouping columns whose interaction it is.
     columns : tuple of str
         Term column names (``"(Intercept)"`` and slope names).
     slope_index : tuple of int or None
@@ -40,6 +42,7 @@ class ReTerm:
     """
 
     factor_name: str
+    factors: tuple[str, ...]
     columns: tuple[str, ...]
     slope_index: tuple[int | None, ...]
     refs: np.ndarray
@@ -203,6 +206,7 @@ def build_terms(
         terms.append(
             ReTerm(
                 factor_name=spec.factor_name,
+                factors=spec.factors,
                 columns=spec.columns,
                 slope_index=tuple(slope_index),
                 refs=refs,
@@ -212,3 +216,22 @@ def build_terms(
         )
     order = sorted(range(len(terms)), key=lambda i: -terms[i].n_levels)
     return [terms[i] for i in order]
+
+
+def lookup_levels(groups: pd.DataFrame, factors: tuple[str, ...], levels: pd.Index) -> np.ndarray:
+    """Codes of new rows among fitted levels; -1 where a level was not seen in fit.
+
+    Labels are matched by value, so categoricals whose categories are in a
+    different order, or that carry unused categories, map correctly.
+    """
+    if len(factors) == 1:
+        values = np.asarray(groups[factors[0]])
+    else:
+        values = np.asarray(groups[factors[0]]).astype(str)
+        for name in factors[1:]:
+            values = np.char.add(np.char.add(values, ":"), np.asarray(groups[name]).astype(str))
+    try:
+        return np.asarray(levels.get_indexer(values), dtype=np.intp)
+    except (TypeError, ValueError):
+        # Labels of a type that cannot be compared with the fitted ones: none is known.
+        return np.full(len(values), -1, dtype=np.intp)

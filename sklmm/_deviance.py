@@ -95,7 +95,8 @@ def _block_diag_pattern(n_blocks: int, p: int, offset: int = 0):
 class Factorization:
     """The blocked Cholesky factor at one theta (see the module docstring).
 
-    ``L00`` has shape (m0, p0, p0); ``M0`` is ``lambda_0 L00^-T`` per level.
+    ``L00`` and ``M0`` have shape (m0, p0, p0); ``M0`` is ``lambda_0 L00^-T``
+    per level.
     ``Lr0`` and ``Lrr`` are ``None`` when the model has at most one term.
     """
 
@@ -244,7 +245,7 @@ class ProfiledDeviance:
         lams = self.lambdas(theta)
         lam0 = lams[0]
         # L00 L00' = lambda0' A00 lambda0 + I, level by level; M0 = lambda0 L00^-T.
-        if self.p0 == 1:
+        if self.p0 == 1:  # scalar blocks: (m0, 1, 1) arrays, no batched factorisation
             l0 = lam0[0, 0]
             L00 = np.sqrt(l0 * l0 * self.A00 + 1.0)
             M0 = l0 / L00
@@ -292,8 +293,7 @@ class ProfiledDeviance:
         p = self.p
         ldL2 = 0.0
         if fac.L00 is not None:
-            diag00 = fac.L00 if self.p0 == 1 else np.diagonal(fac.L00, axis1=1, axis2=2)
-            ldL2 += 2.0 * float(np.sum(np.log(diag00)))
+            ldL2 += 2.0 * float(np.sum(np.log(np.diagonal(fac.L00, axis1=1, axis2=2))))
         if fac.Lrr is not None:
             ldL2 += 2.0 * float(np.sum(np.log(np.diag(fac.Lrr))))
         dX = np.diag(fac.LXX)
@@ -347,7 +347,7 @@ class ProfiledDeviance:
             rhs0 = rhs0 - fac.Lr0.T @ u_r
         rhs0 = rhs0.reshape(self.m0, self.p0)
         if self.p0 == 1:
-            u0 = rhs0 / fac.L00[:, None]
+            u0 = rhs0 / fac.L00[:, 0, :]
         else:
             u0 = np.linalg.solve(np.swapaxes(fac.L00, 1, 2), rhs0[:, :, None])[:, :, 0]
         u_parts.append(u0)

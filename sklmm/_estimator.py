@@ -1,0 +1,276 @@
+"""MixedLinearRegressor: lme4's linear mixed models as a scikit-learn regressor."""
+
+from __future__ import annotations
+
+from numbers import Integral
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from . import _results
+from ._design import lookup_levels
+from ._fit import fit_lmm
+from ._formula import TermSpec, parse_random_effects
+from ._validation import as_groups_frame, as_sample_weight
+
+
+class MixedLinearRegressor(RegressorMixin, BaseEstimator):
+    """Linear mixed-effects model fitted as lme4's ``lmer`` fits it.
+
+    The model is ``y = X beta + Z b + e`` with random effects
+    ``b ~ N(0, sigma^2 Lambda Lambda')`` and residuals ``e ~ N(0, sigma^2 / w)``.
+    The relative covariance parameters theta are estimated by minimising the
+    profiled REML criterion (``reml=True``) or deviance (``reml=False``); the
+    fixed effects and the conditional modes of the random effects (BLUPs) come
+    out of a penalised least-squares solve at the optimum.
+
+    Parameters
+    ----------
+    random_effects : str or None, default=None
+        The random part in lme4's bar syntax: ``"(1 | g)"`` random intercept,
+        ``"(1 + x | g)"`` correlated intercept and slope (``"(x | g)"`` is the
+        same), ``"(1 + x || g)"`` uncorrelated, ``"(0 + x | g)"`` slope only,
+        ``"(1 | a) + (1 | b)"`` crossed factors, ``"(1 | a/b)"`` nested
+        (``a`` and ``a:b``), ``"(1 | a:b)"`` interaction.  Slope names are
+        columns of ``X`` (``x0, x1, ...`` for arrays); factor names are
+        columns of ``groups``.  ``None``: a random intercept for every column
+        of ``groups``.
+    reml : bool, default=True
+        Estimate by REML (as lme4's default) or by maximum likelihood.
+    fit_intercept : bool, default=True
+        Include a fixed intercept.
+    max_iter : int, default=10000
+        Maximum number of objective evaluations by the optimiser.
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_features,)
+        Fixed-effect slopes, in the order of X's columns (0.0 for a column
+        dropped as aliased).
+    intercept_ : float
+        Fixed intercept (0.0 when ``fit_intercept=False``).
+    random_effects_ : dict of str to DataFrame
+        Conditional modes (BLUPs) per grouping factor: index the factor's
+        levels, columns the term names (``"(Intercept)"``, slope names).
+    variance_components_ : DataFrame
+        lme4's ``as.data.frame(VarCorr(fit))``: columns ``group``, ``var1``,
+        ``var2``, ``vcov``, ``sdcor``.
+    theta_ : ndarray
+        Relative covariance parameters, lme4's order: terms by number of
+        levels (largest first), each term's lower triangle column by column.
+    sigma_ : float
+        Residual standard deviation.
+    objective_ : float
+        REML criterion (REML fits) or deviance (ML fits), on lme4's scale.
+    log_likelihood_ : float
+        Log-likelihood (restricted for REML fits), as lme4's ``logLik``.
+    aic_, bic_ : float
+        As lme4's ``AIC`` and ``BIC``.
+    fixed_effects_ : DataFrame
+        ``estimate``, ``std_error``, ``t_value`` per estimated fixed effect.
+    fixed_effects_cov_ : DataFrame
+        Covariance of the fixed-effect estimates (lme4's ``vcov``).
+    n_iter_ : int
+        Objective evaluations used by the optimiser (1 without random effects).
+    converged_ : bool
+        Whether the optimiser met its tolerance.
+    singular_ : bool
+        Whether the fit is on the boundary (lme4's ``isSingular``).
+    group_names_ : list of str
+        Grouping factors the model uses.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Defined when X has string column names.
+
+    See Also
+    --------
+    sklearn.linear_model.LinearRegression : the model without random effects.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklmm import MixedLinearRegressor
+    >>> rng = np.random.default_rng(0)
+    >>> g = np.repeat(np.arange(20), 10)
+    >>> x = rng.normal(size=(200, 1))
+    >>> y = 1.0 + 2.0 * x[:, 0] + rng.normal(size=20)[g] + rng.normal(size=200)
+    >>> model = MixedLinearRegressor(random_effects="(1 | group)").fit(x, y, groups=g)
+    >>> round(float(model.coef_[0]), 2)
+    2.01
+    >>> model.variance_components_["group"].tolist()
+    ['group', 'Residual']
+    """
+
+    _parameter_constraints: dict = {
+        "random_effects": [str, None],
+        "reml": ["boolean"],
+        "fit_intercept": ["boolean"],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(self, random_effects=None, reml=True, fit_intercept=True, max_iter=10_000):
+        self.random_effects = random_effects
+        self.reml = reml
+        self.fit_intercept = fit_intercept
+        self.max_iter = max_iter
+
+    def fit(self, X, y, groups=None, sample_weight=None):
+        """Fit the model.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Fixed-effect covariates, no intercept column.  May have zero
+            columns when the model has random effects.
+        y : array-like of shape (n_samples,)
+            Response.
+        groups : array-like, Series or DataFrame, default=None
+            Grouping factors: 1-D for one factor (named after the Series, else
+            ``"group"``), 2-D for several (DataFrame column names, else
+            ``group0, group1, ...``).  ``None`` fits least squares.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Prior weights, as lme4's ``weights=``: the residual variance of
+            row i is ``sigma^2 / w_i``.  Rows with weight 0 are left out.
+
+        Returns
+        -------
+        self : MixedLinearRegressor
+        """
+        self._validate_params()
+        X, y = validate_data(
+            self, X, y, dtype=np.float64, y_numeric=True, ensure_min_samples=2,
+            ensure_min_features=0 if groups is not None else 1,
+        )
+        n = X.shape[0]
+        weights = as_sample_weight(sample_weight, n)
+        frame = None if groups is None else as_groups_frame(groups, n)
+        specs = self._term_specs(frame)
+        names = self._slope_names(X.shape[1])
+
+        fit = fit_lmm(
+            X, y, frame, weights, specs, names,
+            reml=self.reml, fit_intercept=self.fit_intercept, max_evaluations=self.max_iter,
+        )
+        offset = 1 if self.fit_intercept else 0
+        self.intercept_ = float(fit.beta[0]) if self.fit_intercept else 0.0
+        self.coef_ = fit.beta[offset:].copy()
+        self.theta_ = fit.theta.copy()
+        self.sigma_ = float(fit.sigma)
+        self.objective_ = float(fit.objective)
+        self.log_likelihood_ = float(fit.log_likelihood)
+        self.aic_ = float(fit.aic)
+        self.bic_ = float(fit.bic)
+        self.n_iter_ = int(fit.n_evaluations)
+        self.converged_ = bool(fit.converged)
+        self.singular_ = bool(fit.singular)
+        self.random_effects_ = _results.random_effects_frames(fit)
+        self.variance_components_ = _results.variance_components_frame(fit)
+        self.fixed_effects_ = _results.fixed_effects_frame(fit)
+        self.fixed_effects_cov_ = _results.fixed_effects_cov_frame(fit)
+        self.group_names_ = sorted({name for term in fit.terms for name in term.factors}, key=list(frame.columns).index) if frame is not None else []
+        self.n_obs_ = int(fit.n_obs)
+        self._fitted_terms = fit.terms
+        return self
+
+    def predict(self, X, groups=None):
+        """Predict, conditional on the levels seen in fit.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        groups : array-like, Series or DataFrame, default=None
+            Grouping factors as in :meth:`fit`.  A level not seen in fit (or
+            ``groups=None``) contributes zero: the population-level
+            prediction, as lme4's ``allow.new.levels=TRUE``.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float64, reset=False, ensure_min_features=0)
+        prediction = X @ self.coef_ + self.intercept_
+        if groups is None or not self._fitted_terms:
+            return prediction
+        frame = self._groups_for_predict(groups, X.shape[0])
+        for term in self._fitted_terms:
+            if any(name not in frame.columns for name in term.factors):
+                continue
+            codes = lookup_levels(frame, term.factors, term.levels)
+            known = codes >= 0
+            if not known.any():
+                continue
+            effects = term.b[codes[known]]  # (n_known, p)
+            for j, column in enumerate(term.slope_index):
+                values = effects[:, j] if column is None else effects[:, j] * X[known, column]
+                prediction[known] += values
+        return prediction
+
+    def score(self, X, y, sample_weight=None, groups=None):
+        """R^2 of ``predict(X, groups=groups)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        sample_weight : array-like of shape (n_samples,), default=None
+        groups : array-like, Series or DataFrame, default=None
+            Without groups the score is that of the population-level
+            prediction.
+
+        Returns
+        -------
+        float
+        """
+        from sklearn.metrics import r2_score
+
+        return r2_score(y, self.predict(X, groups=groups), sample_weight=sample_weight)
+
+    # -- helpers --------------------------------------------------------------
+
+    def _term_specs(self, frame: pd.DataFrame | None) -> list[TermSpec]:
+        """Parsed random-effects terms; the default is an intercept per factor."""
+        if self.random_effects is None:
+            if frame is None:
+                return []
+            return [TermSpec(factors=(name,), columns=("(Intercept)",)) for name in frame.columns]
+        specs = parse_random_effects(self.random_effects)
+        if frame is None:
+            factors = sorted({name for spec in specs for name in spec.factors})
+            raise ValueError(
+                f"random_effects={self.random_effects!r} needs grouping factors {factors}, "
+                "but groups=None was passed to fit. Pass groups=... (a Series or DataFrame "
+                "with those columns); in a Pipeline or cross-validation, enable metadata "
+                "routing with sklearn.set_config(enable_metadata_routing=True) and call "
+                "set_fit_request(groups=True) on the estimator."
+            )
+        return specs
+
+    def _slope_names(self, n_features: int) -> list[str]:
+        if hasattr(self, "feature_names_in_"):
+            return [str(name) for name in self.feature_names_in_]
+        return [f"x{j}" for j in range(n_features)]
+
+    def _groups_for_predict(self, groups, n_samples: int) -> pd.DataFrame:
+        """Groups for prediction, matched to the fit's factor names.
+
+        Unnamed input (an array or an unnamed Series) is matched by position
+        when it has as many columns as the fit's groups had.
+        """
+        frame = as_groups_frame(groups, n_samples)
+        unnamed = not isinstance(groups, pd.DataFrame) and not (isinstance(groups, pd.Series) and groups.name is not None)
+        if unnamed and frame.shape[1] == len(self._fit_group_columns):
+            frame.columns = self._fit_group_columns
+        return frame
+
+    @property
+    def _fit_group_columns(self) -> list[str]:
+        names = []
+        for term in self._fitted_terms:
+            for name in term.factors:
+                if name not in names:
+                    names.append(name)
+        return names

@@ -1,0 +1,278 @@
+"""The fit as one pipeline: validated arrays in, a fitted model out.
+
+Mirrors lme4's modular fit (``lFormula`` -> ``mkLmerDevfun`` ->
+``optimizeLmer`` -> ``mkMerMod``)::
+
+    fixed-effects design       -> X with intercept, aliased columns dropped
+    random-effects terms       -> level codes, term columns, Lambda template
+    cross products, once       -> ProfiledDeviance (A blocks)
+    optimise theta             -> theta_hat, evaluations, convergence
+    estimates at theta_hat     -> beta, b, sigma, vcov, criterion
+
+It takes arrays and frames, never the estimator, so inference code
+(bootstrap, profiling) can call it directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.linalg
+
+from . import _warnings
+from ._design import ReTerm, build_terms
+from ._deviance import ProfiledDeviance
+from ._formula import INTERCEPT, TermSpec
+from ._optimize import optimize_theta
+
+#: lme4's rank tolerance for the fixed-effects model matrix (``rankMatrix``).
+RANK_TOLERANCE = 1e-7
+#: lme4's ``isSingular`` tolerance on the bounded elements of theta.
+SINGULAR_TOLERANCE = 1e-4
+
+
+@dataclass
+class FittedTerm:
+    """A random-effects term after the fit: what prediction and reporting need.
+
+    Holds no per-row arrays, so a fitted model's size does not grow with n.
+    """
+
+    factor_name: str
+    factors: tuple[str, ...]
+    columns: tuple[str, ...]
+    slope_index: tuple[int | None, ...]
+    levels: pd.Index
+    lam: np.ndarray  # p x p relative covariance factor
+    b: np.ndarray  # (n_levels, p) conditional modes
+
+
+@dataclass
+class LmmFit:
+    """Everything a fit produces (see :func:`fit_lmm`)."""
+
+    fixed_names: list[str]
+    beta: np.ndarray  # all fixed effects, 0.0 for dropped columns
+    kept: np.ndarray  # indices of the fixed effects that were estimated
+    dropped: list[str]
+    vcov: np.ndarray  # over the kept fixed effects
+    theta: np.ndarray
+    sigma: float
+    objective: float
+    n_evaluations: int
+    converged: bool
+    singular: bool
+    terms: list[FittedTerm]
+    n_obs: int
+    reml: bool
+    optimizer_message: str = ""
+    n_theta: int = field(default=0)
+
+    @property
+    def n_params(self) -> int:
+        """Parameters counted by lme4's AIC: fixed effects, theta, sigma."""
+        return len(self.kept) + self.n_theta + 1
+
+    @property
+    def log_likelihood(self) -> float:
+        return -0.5 * self.objective
+
+    @property
+    def aic(self) -> float:
+        return self.objective + 2.0 * self.n_params
+
+    @property
+    def bic(self) -> float:
+        return self.objective + self.n_params * np.log(self.n_obs)
+
+
+def fixed_design(X: np.ndarray, fit_intercept: bool, feature_names: list[str]) -> tuple[np.ndarray, list[str]]:
+    """The fixed-effects model matrix: an intercept column first, then X."""
+    if not fit_intercept:
+        return X, list(feature_names)
+    design = np.empty((X.shape[0], X.shape[1] + 1))
+    design[:, 0] = 1.0
+    design[:, 1:] = X
+    return design, [INTERCEPT, *feature_names]
+
+
+def independent_columns(design: np.ndarray, weights: np.ndarray | None, tol: float = RANK_TOLERANCE) -> np.ndarray:
+    """Indices of the columns lme4 keeps: each not (nearly) a combination of earlier ones.
+
+    As R's ``qr`` (LINPACK ``dqrdc2``): columns are taken in order and one
+    whose residual, after projecting on the kept columns, is below ``tol``
+    times its norm is aliased.  Works on the p x p triangular factor of the
+    (weighted) design, so the scan costs O(p^3) after one QR.
+    """
+    if design.shape[1] == 0:
+        return np.arange(0)
+    scaled = design if weights is None else design * np.sqrt(weights)[:, None]
+    R = scipy.linalg.qr(scaled, mode="r", check_finite=False)[0]
+    R = R[: design.shape[1]] if R.shape[0] >= design.shape[1] else np.vstack([R, np.zeros((design.shape[1] - R.shape[0], design.shape[1]))])
+    norms = np.linalg.norm(R, axis=0)
+    kept: list[int] = []
+    basis = np.zeros((R.shape[0], 0))
+    for j in range(R.shape[1]):
+        column = R[:, j]
+        residual = column - basis @ (basis.T @ column)
+        residual = residual - basis @ (basis.T @ residual)  # re-orthogonalise
+        size = np.linalg.norm(residual)
+        if norms[j] > 0 and size > tol * norms[j]:
+            kept.append(j)
+            basis = np.column_stack([basis, residual / size])
+    return np.asarray(kept, dtype=np.intp)
+
+
+def check_identifiable(terms: list[ReTerm], n_obs: int) -> None:
+    """lme4's checks on the number of levels and of random effects per term."""
+    for term in terms:
+        if term.n_levels < 2:
+            raise ValueError(
+                f"grouping factor {term.factor_name!r} has only {term.n_levels} level; a random "
+                "effect needs at least 2 levels (use a fixed effect instead)"
+            )
+        if term.n_levels >= n_obs:
+            raise ValueError(
+                f"grouping factor {term.factor_name!r} has {term.n_levels} levels for {n_obs} "
+                "observations; with one level per observation its variance cannot be separated "
+                "from the residual variance"
+            )
+        if term.q >= n_obs:
+            raise ValueError(
+                f"the term for {term.factor_name!r} with columns {list(term.columns)} has "
+                f"{term.q} random effects for {n_obs} observations; the random-effects "
+                "parameters and the residual variance are not identifiable"
+            )
+
+
+def fit_lmm(
+    X: np.ndarray,
+    y: np.ndarray,
+    groups: pd.DataFrame | None,
+    weights: np.ndarray | None,
+    specs: list[TermSpec],
+    feature_names: list[str],
+    *,
+    reml: bool = True,
+    fit_intercept: bool = True,
+    max_evaluations: int = 10_000,
+) -> LmmFit:
+    """Fit a linear mixed model by minimising the profiled deviance or REML criterion.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, n_features)
+        Fixed-effect covariates (no intercept column).
+    y : ndarray of shape (n,)
+    groups : DataFrame or None
+        Grouping factors; ``None`` (with no ``specs``) fits least squares.
+    weights : ndarray of shape (n,) or None
+        Prior weights; rows with weight 0 are left out.
+    specs : list of TermSpec
+        Parsed random-effects terms.
+    feature_names : list of str
+        Names of X's columns (slopes are looked up among them).
+    reml, fit_intercept : bool
+    max_evaluations : int
+        Budget of objective evaluations.
+
+    Returns
+    -------
+    LmmFit
+    """
+    if weights is not None and np.any(weights == 0):
+        rows = weights > 0
+        X, y, weights = X[rows], y[rows], weights[rows]
+        groups = None if groups is None else groups.loc[rows].reset_index(drop=True)
+    n = len(y)
+
+    design, fixed_names = fixed_design(X, fit_intercept, feature_names)
+    kept = independent_columns(design, weights)
+    dropped = [fixed_names[j] for j in range(len(fixed_names)) if j not in set(kept.tolist())]
+    if dropped:
+        _warnings.warn_rank_deficient(dropped, len(fixed_names))
+    design = design[:, kept]
+
+    terms = build_terms(specs, X, list(feature_names), groups) if specs else []
+    check_identifiable(terms, n)
+    if terms and n <= len(kept):
+        raise ValueError(f"{n} observations are too few for {len(kept)} fixed effects and a residual variance")
+
+    problem = ProfiledDeviance(terms, design, y, weights, reml)
+    del design
+    if not terms:
+        return _least_squares_fit(problem, fixed_names, kept, dropped, n, reml)
+
+    result = optimize_theta(problem.objective, problem.initial_theta(), problem.lower_bounds(), max_evaluations)
+    factor = problem.factorize(result.theta)
+    ldL2, ldRX2, pwrss = problem.log_determinants(factor)
+    objective = problem.criterion(ldL2, ldRX2, pwrss)
+    beta_kept, b = problem.solve(factor)
+    sigma = problem.sigma(pwrss)
+    vcov = problem.fixed_effects_cov(factor, sigma)
+
+    lower = problem.lower_bounds()
+    singular = bool(np.any(result.theta[lower == 0.0] < SINGULAR_TOLERANCE))
+    fitted_terms = [
+        FittedTerm(t.factor_name, t.factors, t.columns, t.slope_index, t.levels, lam, b_t)
+        for t, lam, b_t in zip(terms, problem.lambdas(result.theta), b)
+    ]
+    beta = np.zeros(len(fixed_names))
+    beta[kept] = beta_kept
+    fit = LmmFit(
+        fixed_names=fixed_names,
+        beta=beta,
+        kept=kept,
+        dropped=dropped,
+        vcov=vcov,
+        theta=result.theta,
+        sigma=sigma,
+        objective=objective,
+        n_evaluations=result.n_evaluations,
+        converged=result.converged,
+        singular=singular,
+        terms=fitted_terms,
+        n_obs=n,
+        reml=reml,
+        optimizer_message=result.message,
+        n_theta=problem.n_theta,
+    )
+    if not result.converged:
+        _warnings.warn_not_converged(result.message, result.n_evaluations, max_evaluations)
+    if singular:
+        _warnings.warn_singular(fit)
+    return fit
+
+
+def _least_squares_fit(problem: ProfiledDeviance, fixed_names, kept, dropped, n, reml) -> LmmFit:
+    """The model without random effects: weighted least squares, same criterion."""
+    p = problem.p
+    dof = n - p if reml else n
+    try:
+        factor = problem.factorize(np.empty(0))
+        ldL2, ldRX2, pwrss = problem.log_determinants(factor)
+        beta_kept, _ = problem.solve(factor)
+        exact = pwrss <= 1e-24 * max(problem.AXX[p, p], 1e-300)
+    except np.linalg.LinAlgError:
+        # y lies in the column space of X: the normal equations' bordered
+        # matrix is singular.  Solve the fixed-effects part alone.
+        beta_kept = scipy.linalg.solve(problem.AXX[:p, :p], problem.AXX[:p, p], assume_a="pos")
+        exact = True
+    if exact or dof <= 0:
+        _warnings.warn_exact_fit(n, p)
+        sigma, objective = 0.0, -np.inf
+        vcov = np.full((p, p), np.nan)
+    else:
+        objective = problem.criterion(ldL2, ldRX2, pwrss)
+        sigma = problem.sigma(pwrss)
+        vcov = problem.fixed_effects_cov(factor, sigma)
+    beta = np.zeros(len(fixed_names))
+    beta[kept] = beta_kept
+    return LmmFit(
+        fixed_names=fixed_names, beta=beta, kept=kept, dropped=dropped, vcov=vcov,
+        theta=np.empty(0), sigma=sigma, objective=objective, n_evaluations=1,
+        converged=True, singular=False, terms=[], n_obs=n, reml=reml,
+        optimizer_message="least squares", n_theta=0,
+    )

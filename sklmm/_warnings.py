@@ -1,0 +1,77 @@
+"""Every warning sklmm emits, in one place, each saying what to do about it."""
+
+from __future__ import annotations
+
+import warnings
+
+from sklearn.exceptions import ConvergenceWarning
+
+
+class SingularFitWarning(UserWarning):
+    """A variance component was estimated at (or next to) zero, or a correlation at +/-1.
+
+    As lme4's ``isSingular``: some element of theta that is bounded below by
+    zero is below 1e-4.  The fit is valid but on the boundary of the
+    parameter space; the random-effects structure is likely more complex
+    than the data support.
+    """
+
+
+class RankDeficientWarning(UserWarning):
+    """Fixed-effect columns were dropped because they are linear combinations of others."""
+
+
+class ExactFitWarning(UserWarning):
+    """The response is fitted exactly; the residual variance is zero."""
+
+
+def warn_singular(fit) -> None:
+    """Warn about a boundary fit, naming the terms at the boundary."""
+    from ._fit import SINGULAR_TOLERANCE
+
+    problems = []
+    for term in fit.terms:
+        diagonal = abs(term.lam.diagonal())
+        for column, value in zip(term.columns, diagonal):
+            if value < SINGULAR_TOLERANCE:
+                problems.append(f"{column} | {term.factor_name}")
+    where = "; ".join(problems) if problems else "a covariance factor"
+    warnings.warn(
+        f"boundary (singular) fit: the random-effects covariance is singular at {where} "
+        "(a variance at zero or a correlation at +/-1). The estimates are valid, but "
+        "consider a simpler random-effects structure, e.g. dropping that term or using "
+        "'||' for uncorrelated effects.",
+        SingularFitWarning,
+        stacklevel=4,
+    )
+
+
+def warn_not_converged(message: str, n_evaluations: int, budget: int) -> None:
+    warnings.warn(
+        f"the optimiser did not converge after {n_evaluations} objective evaluations "
+        f"(max_iter={budget}): {message}. Increase max_iter, rescale covariates to "
+        "similar ranges, or simplify the random-effects structure.",
+        ConvergenceWarning,
+        stacklevel=4,
+    )
+
+
+def warn_rank_deficient(dropped: list[str], n_columns: int) -> None:
+    warnings.warn(
+        f"the fixed-effects model matrix is rank deficient, so {len(dropped)} of its "
+        f"{n_columns} columns were dropped (as lme4 does): {dropped}. Their coefficients "
+        "are reported as 0.0 and have no standard error; remove the redundant columns "
+        "to silence this warning.",
+        RankDeficientWarning,
+        stacklevel=4,
+    )
+
+
+def warn_exact_fit(n_obs: int, n_params: int) -> None:
+    warnings.warn(
+        f"the fixed effects fit the {n_obs} observations exactly ({n_params} estimated "
+        "coefficients): the residual variance is 0, so sigma_ is 0.0, the likelihood is "
+        "unbounded (objective_ = -inf) and standard errors are undefined (NaN).",
+        ExactFitWarning,
+        stacklevel=4,
+    )
