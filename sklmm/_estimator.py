@@ -17,6 +17,15 @@ from ._formula import TermSpec, parse_random_effects
 from ._validation import as_groups_frame, as_sample_weight
 
 
+def _zero_columns_as_array(X):
+    """An intercept-only model may get a frame with no columns; scikit-learn's
+    validation cannot infer a dtype from one, so pass an empty float array."""
+    shape = getattr(X, "shape", None)
+    if isinstance(X, pd.DataFrame) and shape is not None and len(shape) == 2 and shape[1] == 0:
+        return np.empty((shape[0], 0))
+    return X
+
+
 class MixedLinearRegressor(RegressorMixin, BaseEstimator):
     """Linear mixed-effects model fitted as lme4's ``lmer`` fits it.
 
@@ -140,6 +149,7 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         self : MixedLinearRegressor
         """
         self._validate_params()
+        X = _zero_columns_as_array(X)
         X, y = validate_data(
             self, X, y, dtype=np.float64, y_numeric=True, ensure_min_samples=2,
             ensure_min_features=0 if groups is not None else 1,
@@ -191,6 +201,7 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         ndarray of shape (n_samples,)
         """
         check_is_fitted(self)
+        X = _zero_columns_as_array(X)
         X = validate_data(self, X, dtype=np.float64, reset=False, ensure_min_features=0)
         prediction = X @ self.coef_ + self.intercept_
         if groups is None or not self._fitted_terms:
