@@ -108,7 +108,7 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
     >>> y = 1.0 + 2.0 * x[:, 0] + rng.normal(size=20)[g] + rng.normal(size=200)
     >>> model = MixedLinearRegressor(random_effects="(1 | group)").fit(x, y, groups=g)
     >>> round(float(model.coef_[0]), 2)
-    2.01
+    1.93
     >>> model.variance_components_["group"].tolist()
     ['group', 'Residual']
     """

@@ -1,0 +1,172 @@
+"""Classic mixed-model datasets, shipped with sklmm as small CSV files.
+
+Each loader returns a pandas DataFrame, or with ``return_X_y_groups=True`` the
+triple ``(X, y, groups)`` ready for :meth:`MixedLinearRegressor.fit`.
+Grouping columns are read as strings (labels, not numbers).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import pandas as pd
+
+__all__ = ["load_dyestuff", "load_gasoline", "load_pastes", "load_penicillin", "load_sleepstudy"]
+
+
+def _load(name: str, response: str, fixed: list[str], groups: list[str], return_X_y_groups: bool):
+    with resources.files(__package__).joinpath("data", f"{name}.csv").open("r") as handle:
+        frame = pd.read_csv(handle, dtype={g: str for g in groups})
+    if not return_X_y_groups:
+        return frame
+    return frame[fixed].copy(), frame[response].copy(), frame[groups].copy()
+
+
+def load_sleepstudy(return_X_y_groups: bool = False):
+    """Reaction times in a sleep-deprivation study (lme4's ``sleepstudy``).
+
+    180 rows: the average reaction time (``Reaction``, ms) of 18 subjects
+    (``Subject``) on each of 10 days (``Days``, 0-9) of sleep restriction to
+    three hours a night.  The classic random intercept and slope example,
+    ``Reaction ~ Days + (Days | Subject)``.
+
+    Source: Belenky et al. (2003), "Patterns of performance degradation and
+    restoration during sleep restriction and subsequent recovery", Journal of
+    Sleep Research 12, 1-12; as distributed with R's lme4.
+
+    Parameters
+    ----------
+    return_X_y_groups : bool, default=False
+        Return ``(X, y, groups)``: X the ``Days`` column, y ``Reaction``,
+        groups the ``Subject`` column (all pandas objects).
+
+    Returns
+    -------
+    DataFrame, or tuple of (DataFrame, Series, DataFrame)
+
+    Examples
+    --------
+    >>> from sklmm.datasets import load_sleepstudy
+    >>> load_sleepstudy().shape
+    (180, 3)
+    """
+    return _load("sleepstudy", "Reaction", ["Days"], ["Subject"], return_X_y_groups)
+
+
+def load_dyestuff(return_X_y_groups: bool = False):
+    """Yield of dyestuff from 6 batches of an intermediate product (lme4's ``Dyestuff``).
+
+    30 rows: ``Yield`` (grams of standard colour) of 5 preparations from each
+    of 6 batches (``Batch``, A-F).  The one-way random intercept model
+    ``Yield ~ 1 + (1 | Batch)``.
+
+    Source: Davies (ed.) (1947), Statistical Methods in Research and
+    Production, Table 6.3; as distributed with R's lme4.
+
+    Parameters
+    ----------
+    return_X_y_groups : bool, default=False
+        Return ``(X, y, groups)``; X has no columns (intercept-only model).
+
+    Returns
+    -------
+    DataFrame, or tuple of (DataFrame, Series, DataFrame)
+
+    Examples
+    --------
+    >>> from sklmm.datasets import load_dyestuff
+    >>> X, y, groups = load_dyestuff(return_X_y_groups=True)
+    >>> X.shape, groups["Batch"].nunique()
+    ((30, 0), 6)
+    """
+    return _load("dyestuff", "Yield", [], ["Batch"], return_X_y_groups)
+
+
+def load_penicillin(return_X_y_groups: bool = False):
+    """Potency of penicillin samples on assay plates (lme4's ``Penicillin``).
+
+    144 rows: inhibition-zone ``diameter`` (mm) for 6 penicillin samples
+    (``sample``, A-F) each applied to 24 plates (``plate``, a-x).  A fully
+    crossed design: ``diameter ~ 1 + (1 | plate) + (1 | sample)``.
+
+    Source: Davies and Goldsmith (eds.) (1972), Statistical Methods in
+    Research and Production, 4th ed.; as distributed with R's lme4.
+
+    Parameters
+    ----------
+    return_X_y_groups : bool, default=False
+        Return ``(X, y, groups)``; X has no columns, groups has ``plate`` and
+        ``sample``.
+
+    Returns
+    -------
+    DataFrame, or tuple of (DataFrame, Series, DataFrame)
+
+    Examples
+    --------
+    >>> from sklmm.datasets import load_penicillin
+    >>> load_penicillin().shape
+    (144, 3)
+    """
+    return _load("penicillin", "diameter", [], ["plate", "sample"], return_X_y_groups)
+
+
+def load_pastes(return_X_y_groups: bool = False):
+    """Strength of paste from casks within delivery batches (lme4's ``Pastes``).
+
+    60 rows: ``strength`` of paste, two assays from each of 3 casks (``cask``,
+    a-c) in each of 10 delivery batches (``batch``, A-J).  Casks are nested in
+    batches: ``strength ~ 1 + (1 | batch/cask)``.
+
+    Source: Davies and Goldsmith (eds.) (1972), Statistical Methods in
+    Research and Production, 4th ed.; as distributed with R's lme4.
+
+    Parameters
+    ----------
+    return_X_y_groups : bool, default=False
+        Return ``(X, y, groups)``; X has no columns, groups has ``batch`` and
+        ``cask``.
+
+    Returns
+    -------
+    DataFrame, or tuple of (DataFrame, Series, DataFrame)
+
+    Examples
+    --------
+    >>> from sklmm.datasets import load_pastes
+    >>> int(load_pastes().groupby("batch")["cask"].nunique().max())
+    3
+    """
+    return _load("pastes", "strength", [], ["batch", "cask"], return_X_y_groups)
+
+
+def load_gasoline(return_X_y_groups: bool = False):
+    """Car ownership in 18 OECD countries, 1960-1978 (plm's ``Gasoline``).
+
+    342 rows, one per country (``country``) and year: log cars per capita
+    (``lcarpcap``), log real income per capita (``lincomep``), log real
+    motor-gasoline price (``lrpmg``) and ``time`` (year - 1965).  The panel
+    of the article sklmm grew from: ``lcarpcap ~ time + lincomep + lrpmg +
+    (1 | country)``.
+
+    Source: Baltagi and Griffin (1983), "Gasoline demand in the OECD: an
+    application of pooling and testing procedures", European Economic Review
+    22, 117-137; as distributed with R's plm.
+
+    Parameters
+    ----------
+    return_X_y_groups : bool, default=False
+        Return ``(X, y, groups)``: X ``time``, ``lincomep``, ``lrpmg``; y
+        ``lcarpcap``; groups ``country``.
+
+    Returns
+    -------
+    DataFrame, or tuple of (DataFrame, Series, DataFrame)
+
+    Examples
+    --------
+    >>> from sklmm.datasets import load_gasoline
+    >>> load_gasoline()["country"].nunique()
+    18
+    """
+    return _load("gasoline", "lcarpcap", ["time", "lincomep", "lrpmg"], ["country"], return_X_y_groups)
