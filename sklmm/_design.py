@@ -5,8 +5,8 @@ every row (``refs``), the term's columns (``z``, n x p; ``None`` for a scalar
 intercept, which is a column of ones), the level labels, and the map from the
 term's slice of theta to its lower-triangular p x p factor ``lambda``.
 
-Terms are ordered as lme4 orders them: by number of levels, largest first,
-ties kept in formula order.  ``theta`` follows that order.
+Terms are ordered as lme4 orders them (:func:`lme4_term_order`): by number of
+levels, largest first.  ``theta`` follows that order.
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ def build_terms(
     Returns
     -------
     list of ReTerm
-        Sorted by number of levels, largest first (stable).
+        In lme4's order: by number of levels, largest first.
     """
     position = {name: i for i, name in enumerate(feature_names)}
     codes_cache: dict[tuple[str, ...], tuple[np.ndarray, pd.Index]] = {}
@@ -214,8 +214,19 @@ def build_terms(
                 z=z,
             )
         )
-    order = sorted(range(len(terms)), key=lambda i: -terms[i].n_levels)
-    return [terms[i] for i in order]
+    return [terms[i] for i in lme4_term_order([t.n_levels for t in terms])]
+
+
+def lme4_term_order(n_levels: list[int]) -> list[int]:
+    """lme4's ordering of terms (``mkReTrms``): by decreasing number of levels.
+
+    lme4 reorders only when some term has more levels than the one before
+    it, and then takes ``rev(order(nl))``, which puts tied terms in reverse
+    formula order.  sklmm does the same, so that theta lines up with lme4's.
+    """
+    if not any(b > a for a, b in zip(n_levels, n_levels[1:])):
+        return list(range(len(n_levels)))
+    return list(np.argsort(n_levels, kind="stable")[::-1])
 
 
 def lookup_levels(groups: pd.DataFrame, factors: tuple[str, ...], levels: pd.Index) -> np.ndarray:

@@ -14,7 +14,7 @@ Semantics follow lme4:
 * an intercept is implied unless ``0`` or ``-1`` removes it, so ``(x | g)`` is
   ``(1 + x | g)``;
 * ``||`` splits the term into one scalar term per column (uncorrelated);
-* ``a/b`` is nested: the terms for ``a`` and for ``a:b``;
+* ``a/b`` is nested: the terms for ``a:b`` and for ``a``;
 * ``a:b`` is the interaction factor whose levels are the observed pairs.
 
 The parser only reads the string; names are resolved against the data in
@@ -133,7 +133,7 @@ def parse_random_effects(formula: str) -> list[TermSpec]:
     >>> parse_random_effects("(1 + x || g)")
     [TermSpec(factors=('g',), columns=('(Intercept)',)), TermSpec(factors=('g',), columns=('x',))]
     >>> [t.factor_name for t in parse_random_effects("(1 | a/b)")]
-    ['a', 'a:b']
+    ['a:b', 'a']
     """
     if not isinstance(formula, str):
         raise TypeError(
@@ -169,7 +169,8 @@ def _parse_term(tokens: _Tokens) -> list[TermSpec]:
         column_sets = [(c,) for c in columns]
     else:
         column_sets = [tuple(columns)]
-    nested = [tuple(n for g in factor_groups[: i + 1] for n in g) for i in range(len(factor_groups))]
+    # a/b/c -> a:b:c, a:b, a (innermost first, as lme4's expandSlash).
+    nested = [tuple(n for g in factor_groups[: i + 1] for n in g) for i in reversed(range(len(factor_groups)))]
     return [TermSpec(factors=f, columns=c) for f in nested for c in column_sets]
 
 

@@ -28,8 +28,16 @@ def variance_components_frame(fit: LmmFit) -> pd.DataFrame:
                     corr = cov[i, j] / (sd[i] * sd[j])
                 rows.append((term.factor_name, term.columns[i], term.columns[j], cov[i, j], corr))
     rows.append(("Residual", None, None, sigma2, fit.sigma))
-    frame = pd.DataFrame(rows, columns=["group", "var1", "var2", "vcov", "sdcor"])
-    return frame.astype({"group": object, "var1": object, "var2": object})
+    group, var1, var2, vcov, sdcor = zip(*rows)
+    return pd.DataFrame(
+        {
+            "group": pd.Series(group, dtype=object),
+            "var1": pd.Series(var1, dtype=object),  # None where lme4 has NA
+            "var2": pd.Series(var2, dtype=object),
+            "vcov": np.asarray(vcov, dtype=float),
+            "sdcor": np.asarray(sdcor, dtype=float),
+        }
+    )
 
 
 def random_effects_frames(fit: LmmFit) -> dict[str, pd.DataFrame]:

@@ -15,6 +15,7 @@ rounding (rtol 1e-9).  The GLS beta and the BLUPs
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from reference_cases import load_case
@@ -23,7 +24,7 @@ from sklmm._deviance import ProfiledDeviance
 from sklmm._fit import fixed_design
 from sklmm._formula import parse_random_effects
 
-CASES = ["sleepstudy", "sleepstudy_weighted", "penicillin", "pastes", "crossed3", "nested_slope", "slopes3_corr", "zerocorr_crossed", "weighted_slope", "dyestuff"]
+CASES = ["synthetic", "sleepstudy", "sleepstudy_weighted", "penicillin", "pastes", "crossed3", "nested_slope", "slopes3_corr", "zerocorr_crossed", "weighted_slope", "dyestuff"]
 
 
 def dense_Z_lambda(terms, theta, problem):
@@ -67,10 +68,25 @@ def dense_profiled(X, y, w, Z, Lam, reml):
     return value, beta, b
 
 
+def _synthetic_case():
+    """First term with slopes (p0 = 2) and a rest mixing a scalar and a 2-column term."""
+    rng = np.random.default_rng(7)
+    n = 400
+    groups = pd.DataFrame({"g": rng.integers(0, 40, n).astype(str), "h": rng.integers(0, 9, n).astype(str), "k": rng.integers(0, 5, n).astype(str)})
+    X = pd.DataFrame({"x": rng.normal(size=n), "z": rng.uniform(-1, 1, size=n)})
+    y = X["x"].to_numpy() + rng.normal(size=40)[groups["g"].astype(int)] + rng.normal(size=n)
+    w = rng.uniform(0.5, 2.0, size=n)
+    return X, y, groups, w, "(1 + x | g) + (1 | h) + (1 + z | k)"
+
+
 def _problem(case_name, reml):
-    case = load_case(case_name)
-    X, y, groups, w = case.arrays()
-    specs = parse_random_effects(case.spec["random_effects"])
+    if case_name == "synthetic":
+        X, y, groups, w, formula = _synthetic_case()
+    else:
+        case = load_case(case_name)
+        X, y, groups, w = case.arrays()
+        formula = case.spec["random_effects"]
+    specs = parse_random_effects(formula)
     terms = build_terms(specs, X.to_numpy(), list(X.columns), groups)
     design, _ = fixed_design(X.to_numpy(), True, list(X.columns))
     weights = np.ones(len(y)) if w is None else w

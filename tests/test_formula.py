@@ -19,10 +19,10 @@ I = "(Intercept)"
         ("(1 + x + z | g)", [TermSpec(("g",), (I, "x", "z"))]),
         ("(1 + x || g)", [TermSpec(("g",), (I,)), TermSpec(("g",), ("x",))]),
         ("(1 | a) + (1 | b)", [TermSpec(("a",), (I,)), TermSpec(("b",), (I,))]),
-        ("(1 | a/b)", [TermSpec(("a",), (I,)), TermSpec(("a", "b"), (I,))]),
-        ("(1 | a/b/c)", [TermSpec(("a",), (I,)), TermSpec(("a", "b"), (I,)), TermSpec(("a", "b", "c"), (I,))]),
+        ("(1 | a/b)", [TermSpec(("a", "b"), (I,)), TermSpec(("a",), (I,))]),
+        ("(1 | a/b/c)", [TermSpec(("a", "b", "c"), (I,)), TermSpec(("a", "b"), (I,)), TermSpec(("a",), (I,))]),
         ("(1 | a:b)", [TermSpec(("a", "b"), (I,))]),
-        ("(1 + x || a/b)", [TermSpec(("a",), (I,)), TermSpec(("a",), ("x",)), TermSpec(("a", "b"), (I,)), TermSpec(("a", "b"), ("x",))]),
+        ("(1 + x || a/b)", [TermSpec(("a", "b"), (I,)), TermSpec(("a", "b"), ("x",)), TermSpec(("a",), (I,)), TermSpec(("a",), ("x",))]),
         ("(1 | `my group`)", [TermSpec(("my group",), (I,))]),
         ("  (1|g)+(0+x.1|h_2)  ", [TermSpec(("g",), (I,)), TermSpec(("h_2",), ("x.1",))]),
     ],
@@ -56,3 +56,18 @@ def test_errors_point_at_position(formula, position, message):
 def test_non_string_is_a_type_error():
     with pytest.raises(TypeError, match="random_effects must be a string"):
         parse_random_effects(3)
+
+
+@pytest.mark.parametrize(
+    "n_levels, expected",
+    [
+        ([18, 18], [0, 1]),  # already non-increasing: formula order kept
+        ([30, 10], [0, 1]),
+        ([12, 20, 20], [2, 1, 0]),  # reordered: rev(order(nl)) reverses ties, as lme4
+        ([5, 40, 15], [1, 2, 0]),
+    ],
+)
+def test_lme4_term_order(n_levels, expected):
+    from sklmm._design import lme4_term_order
+
+    assert lme4_term_order(n_levels) == expected
