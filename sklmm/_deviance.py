@@ -1,4 +1,4 @@
-"""The profiled deviance and REML criterion of a linear mixed model.
+"""The profiled deviance and REML criterion of a linear mixed model, and their gradient.
 
 This module is the numerical core.  It takes arrays (never the estimator) and
 imports nothing from scikit-learn, so it can be checked against a dense
@@ -14,17 +14,17 @@ Symbol table
 ========  =================================================================
 n, p      observations; fixed-effect columns (intercept included)
 q         random effects in all: sum over terms of levels x term columns
-theta     relative covariance parameters, lme4's order (terms sorted by
-          number of levels, largest first; each term's lower triangle
-          column by column)
-Lambda    block-diagonal relative covariance factor, I_m (x) lambda_t
+theta     relative covariance parameters, lme4's order (see _design); each
+          term's lower triangle column by column
+lambda_t  term t's p_t x p_t lower-triangular factor; Lambda = blockdiag
+          over terms of I_{m_t} (x) lambda_t
 A         cross products of [Z X y], weighted: [Z X y]' W [Z X y].  Formed
           once (one pass over the data); depends on the data only.
-L         lower Cholesky factor of the blocked matrix
-          [[Lambda'Z'WZ Lambda + I, .], [X'WZ Lambda, X'WX]] bordered by the
-          response row; depends on theta.
+M         Lambda' Z'WZ Lambda + I  (q x q), the random-effects block
+L         lower Cholesky factor of [[M, .], [X'WZ Lambda, X'WX]] bordered by
+          the response row; depends on theta.
 pwrss     penalised weighted residual sum of squares, L[y, y]^2
-ldL2      log det(Lambda'Z'WZ Lambda + I)     (2 sum log diag L_zz)
+ldL2      log det M                            (2 sum log diag L_zz)
 ldRX2     log det(R_X'R_X)                     (2 sum log diag L_xx)
 ldW       sum log w
 ========  =================================================================
@@ -36,16 +36,34 @@ held dense, where crossed factors fill in.  With the fixed-effects-plus-
 response block ``X`` (columns of X, then y) the factor is::
 
         | L00              |        L00: (m0, p0, p0) block diagonal
-    L = | Lr0   Lrr        |        Lr0: sparse (q_r x q0); Lrr: dense
-        | LX0   LXr   LXX  |        LX0, LXr: dense; LXX: (p+1) x (p+1)
+    L = | Lr0   Lrr        |        Lr0 = Lambda_r' A_r0 M0 (never formed
+        | LX0   LXr   LXX  |        while optimising); Lrr: dense
 
-Every evaluation touches only these blocks, never the n rows, so its cost
-does not depend on n.
+where ``M0 = lambda_0 L00^-T`` per level.  The products the update needs are
+taken in "A-space": with ``W0 = M0 M0'`` per level,
+
+    Lrr Lrr' = Lambda_r' (A_rr - A_r0 W0 A_0r) Lambda_r + I
+    LXr Lrr' = (A_Xr - A_X0 W0 A_0r) Lambda_r
+    LXX LXX' = A_XX - LX0 LX0' - LXr LXr'
+
+(A_r0 W0 A_0r by :mod:`sklmm._crossblock`), so an evaluation touches these
+blocks only: its cost does not depend on n.
 
 Objective (lme4's scale)::
 
     ML:    ldL2 - ldW + n (1 + log(2 pi pwrss / n))
     REML:  ldL2 - ldW + ldRX2 + (n - p) (1 + log(2 pi pwrss / (n - p)))
+
+Gradient.  With G the inverse of the z-block (ML: M^-1) or of the whole
+[z X] block (REML: its zz part), and S_t the sum over term t's levels of the
+diagonal p_t x p_t blocks of G,
+
+    d(log det)/d lambda_t[i, j] = 2 [(m_t I - S_t) lambda_t^-1]_{j, i}
+
+because (G Lambda' A_zz + G_zX A_Xz) Lambda = I - G_zz.  By the envelope
+theorem d pwrss / d lambda_t[i, j] = -2 sum_l (Z'W r)_{l,i} u_{l,j}, with r
+the penalised residual.  Where lambda_t is singular (a boundary fit) the
+term's derivatives are taken by finite differences instead.
 """
 
 from __future__ import annotations
@@ -55,10 +73,15 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
+from scipy.linalg import lapack
 
+from ._crossblock import make_cross
 from ._design import ReTerm, lower_triangle_colmajor
 
 _LOG_2PI = np.log(2.0 * np.pi)
+#: Below this, a diagonal element of lambda makes the analytic gradient
+#: ill-conditioned; the term's derivatives are then taken numerically.
+_SINGULAR_LAMBDA = 1e-5
 
 
 def _term_transpose_matrix(term: ReTerm) -> sp.csc_matrix:
@@ -76,42 +99,31 @@ def _term_transpose_matrix(term: ReTerm) -> sp.csc_matrix:
     return sp.csc_matrix((z.ravel(), indices, indptr), shape=(term.q, n))
 
 
-def _block_diag_pattern(n_blocks: int, p: int, offset: int = 0):
-    """CSR pattern of I_m (x) lambda for a lower-triangular p x p lambda.
-
-    Returns (indptr, indices, positions) where ``positions`` are the
-    (row, col) of lambda that each stored entry takes, so the data of the
-    sparse matrix is ``lam[pos_r, pos_c]`` tiled over the blocks.
-    """
-    rows, cols = np.tril_indices(p)  # row-major within each block: CSR order
-    per_block = len(rows)
-    indices = (np.arange(n_blocks)[:, None] * p + cols[None, :]).ravel() + offset
-    counts = np.tile(np.arange(1, p + 1), n_blocks)
-    indptr = np.concatenate([[0], np.cumsum(counts)])
-    return indptr, indices, (rows, cols), per_block
+def _cholesky(a: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor; raises numpy's LinAlgError if not positive definite."""
+    return scipy.linalg.cholesky(a, lower=True, check_finite=False)
 
 
 @dataclass
 class Factorization:
     """The blocked Cholesky factor at one theta (see the module docstring).
 
-    ``L00`` and ``M0`` have shape (m0, p0, p0); ``M0`` is ``lambda_0 L00^-T``
-    per level.
-    ``Lr0`` and ``Lrr`` are ``None`` when the model has at most one term.
+    ``L00`` and ``M0`` have shape (m0, p0, p0); ``LX0`` is (p+1, q0);
+    ``Lrr`` and ``LXr`` are ``None`` when the model has at most one term.
     """
 
     theta: np.ndarray
+    lams: list
     L00: np.ndarray | None
     M0: np.ndarray | None
-    Lr0: sp.csr_matrix | None
-    Lrr: np.ndarray | None
     LX0: np.ndarray | None
+    Lrr: np.ndarray | None
     LXr: np.ndarray | None
     LXX: np.ndarray
 
 
 class ProfiledDeviance:
-    """Cross products of a linear mixed model and its profiled objective.
+    """Cross products of a linear mixed model, its profiled objective and gradient.
 
     Parameters
     ----------
@@ -129,8 +141,9 @@ class ProfiledDeviance:
     Notes
     -----
     The constructor is the only pass over the n rows.  ``factorize(theta)``
-    costs O(size of L) and ``objective(theta)`` reads the criterion off the
-    factor.  Nothing keeps a reference to X or y.
+    costs O(size of L), ``objective(theta)`` reads the criterion off the
+    factor and ``gradient(theta)`` adds about one more factorisation's work.
+    Nothing keeps a reference to X, y or the term's per-row arrays.
     """
 
     def __init__(self, terms: list[ReTerm], X: np.ndarray, y: np.ndarray, weights: np.ndarray | None, reml: bool):
@@ -155,6 +168,7 @@ class ProfiledDeviance:
 
         self.m0 = self.p0 = 0
         self.q_rest = 0
+        self.rest_layout: list[tuple[int, int, int]] = []  # (offset, m_t, p_t) per rest term
         if not terms:
             return
 
@@ -171,28 +185,22 @@ class ProfiledDeviance:
         self.A00 = A00
         # A_X0 = [X y]' W Z_0, held as (p+1, m0, p0).
         self.AX0 = np.asarray((Zt0 @ WXY).T).reshape(p + 1, self.m0, self.p0)
-
         if not rest:
             return
-        # The rest: every other term, stacked; offsets of each term inside it.
+
+        # The rest: every other term, stacked.
         Zt_rest = sp.vstack([_term_transpose_matrix(t) for t in rest], format="csr")
         self.q_rest = Zt_rest.shape[0]
-        W_Zt0T = Zt0.T.tocsr() if weights is None else sp.csr_matrix(Zt0.T.multiply(weights[:, None]))
-        # A_r0 = Z_r' W Z_0 (sparse), A_rr = Z_r' W Z_r (dense), A_Xr = [X y]' W Z_r.
-        self.Ar0 = (Zt_rest @ W_Zt0T).tocsr()
-        self.Ar0.sum_duplicates()
-        Zt_rest_w = Zt_rest if weights is None else Zt_rest.multiply(weights[None, :]).tocsr()
-        self.Arr = np.asarray((Zt_rest_w @ Zt_rest.T).toarray())
-        self.AXr = np.asarray((Zt_rest @ WXY).T)
-
-        # Sparse pattern of Lambda_r' (upper block-triangular transpose of
-        # the block-diagonal Lambda_r) and of blockdiag(M0); data set per theta.
-        patterns = []
         offset = 0
         for term in rest:
-            patterns.append(_block_diag_pattern(term.n_levels, term.n_columns, offset))
+            self.rest_layout.append((offset, term.n_levels, term.n_columns))
             offset += term.q
-        self._lambda_rest_patterns = patterns
+        Zt0W = Zt0 if weights is None else Zt0 @ sp.diags(weights)
+        # A_r0 = Z_r' W Z_0 (cross block), A_rr = Z_r' W Z_r (dense), A_Xr = [X y]' W Z_r.
+        self.cross = make_cross((Zt_rest @ Zt0W.T).tocsr(), self.m0, self.p0)
+        Zt_rest_w = Zt_rest if weights is None else Zt_rest @ sp.diags(weights)
+        self.Arr = np.asarray((Zt_rest_w @ Zt_rest.T).toarray())
+        self.AXr = np.asarray((Zt_rest @ WXY).T)
 
     # -- theta -> Lambda ------------------------------------------------------
 
@@ -213,17 +221,21 @@ class ProfiledDeviance:
         bounds = self.lower_bounds()
         return np.where(bounds == 0.0, 1.0, 0.0)
 
-    def _lambda_rest(self, lams: list[np.ndarray]) -> sp.csr_matrix:
-        """Block-diagonal Lambda_r of the rest terms as a sparse matrix."""
-        data, indices, indptr_parts = [], [], []
-        nnz = 0
-        for (indptr, idx, (r, c), per_block), lam, term in zip(self._lambda_rest_patterns, lams[1:], self.terms[1:]):
-            data.append(np.tile(lam[r, c], term.n_levels))
-            indices.append(idx)
-            indptr_parts.append(indptr[1:] + nnz)
-            nnz += len(idx)
-        indptr = np.concatenate([[0], *indptr_parts])
-        return sp.csr_matrix((np.concatenate(data), np.concatenate(indices), indptr), shape=(self.q_rest, self.q_rest))
+    def _lambda_rest_T(self, lams: list[np.ndarray], V: np.ndarray) -> np.ndarray:
+        """Lambda_r' V for V with q_r rows (Lambda_r block diagonal over the rest terms)."""
+        out = np.empty_like(V)
+        for (offset, m, p), lam in zip(self.rest_layout, lams[1:]):
+            block = V[offset : offset + m * p].reshape(m, p, -1)
+            out[offset : offset + m * p] = np.einsum("ji,ljk->lik", lam, block).reshape(m * p, -1)
+        return out
+
+    def _lambda_rest(self, lams: list[np.ndarray], V: np.ndarray) -> np.ndarray:
+        """Lambda_r V for V with q_r rows."""
+        out = np.empty_like(V)
+        for (offset, m, p), lam in zip(self.rest_layout, lams[1:]):
+            block = V[offset : offset + m * p].reshape(m, p, -1)
+            out[offset : offset + m * p] = np.einsum("ij,ljk->lik", lam, block).reshape(m * p, -1)
+        return out
 
     # -- the blocked Cholesky factor -------------------------------------------
 
@@ -239,8 +251,7 @@ class ProfiledDeviance:
         theta = np.asarray(theta, dtype=np.float64)
         p = self.p
         if not self.terms:
-            LXX = scipy.linalg.cholesky(self.AXX, lower=True, check_finite=False)
-            return Factorization(theta, None, None, None, None, None, None, LXX)
+            return Factorization(theta, [], None, None, None, None, None, _cholesky(self.AXX))
 
         lams = self.lambdas(theta)
         lam0 = lams[0]
@@ -258,33 +269,20 @@ class ProfiledDeviance:
         LX0 = np.einsum("jlc,lcd->jld", self.AX0, M0, optimize=True).reshape(p + 1, self.m0 * self.p0)
         S = self.AXX - LX0 @ LX0.T
 
-        Lr0 = Lrr = LXr = None
+        Lrr = LXr = None
         if self.q_rest:
-            lam_r = self._lambda_rest(lams)
-            lam_rT = lam_r.T.tocsr()
-            M0_block = self._block_diag_from(M0)
-            # L_r0 = Lambda_r' A_r0 Lambda_0 L00^-T
-            Lr0 = (lam_rT @ self.Ar0 @ M0_block).tocsr()
-            # L_rr L_rr' = Lambda_r' A_rr Lambda_r + I - L_r0 L_r0'
-            Brr = np.asarray(lam_rT @ np.asarray(lam_rT @ self.Arr).T)
-            Brr -= np.asarray((Lr0 @ Lr0.T).toarray())
-            Brr[np.diag_indices_from(Brr)] += 1.0
-            Lrr = scipy.linalg.cholesky(Brr, lower=True, check_finite=False, overwrite_a=True)
-            # L_Xr L_rr' = A_Xr Lambda_r - L_X0 L_r0'
-            CXr = np.asarray(lam_rT @ self.AXr.T).T - np.asarray(Lr0 @ LX0.T).T
-            LXr = scipy.linalg.solve_triangular(Lrr, CXr.T, lower=True, check_finite=False).T
+            W0 = M0 * M0 if self.p0 == 1 else M0 @ np.swapaxes(M0, 1, 2)
+            # Lrr Lrr' = Lambda_r' (A_rr - A_r0 W0 A_0r) Lambda_r + I
+            B = self.Arr - self.cross.gram(W0)
+            B = self._lambda_rest_T(lams, self._lambda_rest_T(lams, B).T)
+            B[np.diag_indices_from(B)] += 1.0
+            Lrr = _cholesky(B)
+            # LXr Lrr' = (A_Xr - A_X0 W0 A_0r) Lambda_r
+            W0AX0 = np.einsum("lcd,jld->lcj", W0, self.AX0, optimize=True).reshape(self.m0 * self.p0, p + 1)
+            C = self._lambda_rest_T(lams, self.AXr.T - self.cross.apply(W0AX0))
+            LXr = scipy.linalg.solve_triangular(Lrr, C, lower=True, check_finite=False).T
             S -= LXr @ LXr.T
-        LXX = scipy.linalg.cholesky(S, lower=True, check_finite=False)
-        return Factorization(theta, L00, M0, Lr0, Lrr, LX0, LXr, LXX)
-
-    def _block_diag_from(self, M0: np.ndarray) -> sp.csr_matrix:
-        """blockdiag(M0) as a sparse q0 x q0 matrix (M0 is (m0,) or (m0, p0, p0))."""
-        if self.p0 == 1:
-            return sp.diags(np.ravel(M0), format="csr")
-        m, p = self.m0, self.p0
-        indptr = np.arange(0, m * p * p + 1, p)
-        indices = (np.arange(m)[:, None, None] * p + np.zeros((1, p, 1), dtype=int) + np.arange(p)[None, None, :]).ravel()
-        return sp.csr_matrix((M0.ravel(), indices, indptr), shape=(m * p, m * p))
+        return Factorization(theta, lams, L00, M0, LX0, Lrr, LXr, _cholesky(S))
 
     # -- the objective -----------------------------------------------------------
 
@@ -324,6 +322,30 @@ class ProfiledDeviance:
 
     # -- estimates at a theta ----------------------------------------------------
 
+    def _solve_u(self, fac: Factorization, rhs_X: np.ndarray):
+        """Solve L_zz' u = rhs for the z-rows of a right-hand side given as X-rows.
+
+        ``rhs_X`` has the layout of a row of [LX0 LXr] (length q0 + q_r), or
+        several such rows (k x q): returns u0 (k, m0, p0) and u_r (k, q_r).
+        """
+        rhs_X = np.atleast_2d(rhs_X)
+        k = rhs_X.shape[0]
+        q0 = self.m0 * self.p0
+        rhs0 = rhs_X[:, :q0]
+        u_r = None
+        if self.q_rest:
+            u_r = scipy.linalg.solve_triangular(fac.Lrr.T, rhs_X[:, q0:].T, lower=False, check_finite=False).T
+            # rhs0 -= Lr0' u_r, with Lr0' = M0' A_0r Lambda_r
+            AT = self.cross.apply_T(self._lambda_rest(fac.lams, u_r.T)).T.reshape(k, self.m0, self.p0)
+            rhs0 = rhs0 - np.einsum("ldc,kld->klc", fac.M0, AT).reshape(k, q0)
+        rhs0 = rhs0.reshape(k, self.m0, self.p0)
+        if self.p0 == 1:
+            u0 = rhs0 / fac.L00[None, :, 0, :]
+        else:
+            Lt = np.swapaxes(fac.L00, 1, 2)
+            u0 = np.stack([np.linalg.solve(Lt, r[:, :, None])[:, :, 0] for r in rhs0])
+        return u0, u_r
+
     def solve(self, fac: Factorization) -> tuple[np.ndarray, list[np.ndarray]]:
         """Fixed effects beta and each term's random effects b at the factor's theta.
 
@@ -332,33 +354,25 @@ class ProfiledDeviance:
         beta : ndarray of shape (p,)
         b : list of ndarray, one (n_levels, n_columns) array per term
         """
+        beta, u = self._beta_u(fac)
+        return beta, [ut @ lam.T for ut, lam in zip(u, fac.lams)]
+
+    def _beta_u(self, fac: Factorization) -> tuple[np.ndarray, list[np.ndarray]]:
+        """beta and the spherical random effects u, per term as (m_t, p_t)."""
         p = self.p
         LXX = fac.LXX
         beta = scipy.linalg.solve_triangular(LXX[:p, :p].T, LXX[p, :p], lower=False, check_finite=False)
         if not self.terms:
             return beta, []
-        lams = self.lambdas(fac.theta)
-        # L_zz' u = l_yz' - L_Xz' beta, solved block by block from the bottom.
-        rhs0 = fac.LX0[p] - fac.LX0[:p].T @ beta
-        u_parts = []
+        # L_zz' u = l_yz' - L_Xz' beta
+        LXz_y = fac.LX0[p] - fac.LX0[:p].T @ beta
         if self.q_rest:
-            rhs_r = fac.LXr[p] - fac.LXr[:p].T @ beta
-            u_r = scipy.linalg.solve_triangular(fac.Lrr.T, rhs_r, lower=False, check_finite=False)
-            rhs0 = rhs0 - fac.Lr0.T @ u_r
-        rhs0 = rhs0.reshape(self.m0, self.p0)
-        if self.p0 == 1:
-            u0 = rhs0 / fac.L00[:, 0, :]
-        else:
-            u0 = np.linalg.solve(np.swapaxes(fac.L00, 1, 2), rhs0[:, :, None])[:, :, 0]
-        u_parts.append(u0)
-        if self.q_rest:
-            offset = 0
-            for term in self.terms[1:]:
-                u_parts.append(u_r[offset : offset + term.q].reshape(term.n_levels, term.n_columns))
-                offset += term.q
-        # b = Lambda u, level by level: b_l = lambda_t u_l.
-        b = [u @ lam.T for u, lam in zip(u_parts, lams)]
-        return beta, b
+            LXz_y = np.concatenate([LXz_y, fac.LXr[p] - fac.LXr[:p].T @ beta])
+        u0, u_r = self._solve_u(fac, LXz_y)
+        u = [u0[0]]
+        for offset, m, pt in self.rest_layout:
+            u.append(u_r[0, offset : offset + m * pt].reshape(m, pt))
+        return beta, u
 
     def sigma(self, pwrss: float) -> float:
         """Residual standard deviation from pwrss (lme4's sigma)."""
@@ -370,3 +384,129 @@ class ProfiledDeviance:
         p = self.p
         RXinv = scipy.linalg.solve_triangular(fac.LXX[:p, :p], np.eye(p), lower=True, check_finite=False)
         return sigma**2 * (RXinv.T @ RXinv)
+
+    # -- the gradient ----------------------------------------------------------------
+
+    def objective_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """The objective and its gradient with respect to theta.
+
+        Returns ``(inf, zeros)`` where the factorization fails.
+        """
+        theta = np.asarray(theta, dtype=np.float64)
+        try:
+            fac = self.factorize(theta)
+        except np.linalg.LinAlgError:
+            return np.inf, np.zeros_like(theta)
+        ldL2, ldRX2, pwrss = self.log_determinants(fac)
+        value = self.criterion(ldL2, ldRX2, pwrss)
+        if not np.isfinite(value):
+            return np.inf, np.zeros_like(theta)
+        if not self.terms:
+            return value, np.zeros(0)
+
+        grad = np.empty_like(theta)
+        beta, u = self._beta_u(fac)
+        dpwrss = self._pwrss_derivatives(fac, beta, u)
+        sums = self._inverse_block_sums(fac)
+        scale = (self.n - self.p) if self.reml else self.n
+        numeric = []
+        for t, (term, sl) in enumerate(zip(self.terms, self.theta_slices)):
+            lam = fac.lams[t]
+            if np.min(np.abs(np.diag(lam))) < _SINGULAR_LAMBDA:
+                numeric.append(t)
+                continue
+            dlogdet = 2.0 * np.linalg.solve(lam.T, (term.n_levels * np.eye(term.n_columns) - sums[t]).T)
+            rows, cols = lower_triangle_colmajor(term.n_columns)
+            grad[sl] = dlogdet[rows, cols] + scale * dpwrss[t][rows, cols] / pwrss
+        for t in numeric:
+            grad[self.theta_slices[t]] = self._numeric_gradient(theta, self.theta_slices[t], value)
+        return value, grad
+
+    def _pwrss_derivatives(self, fac: Factorization, beta: np.ndarray, u: list[np.ndarray]) -> list[np.ndarray]:
+        """d pwrss / d lambda_t as p_t x p_t matrices: -2 R_t' U_t with R = Z'W r."""
+        p = self.p
+        b0 = u[0] @ fac.lams[0].T  # Lambda_0 u_0 per level
+        # R = A_zy - A_zX beta - A_zz Lambda u
+        R0 = self.AX0[p] - np.einsum("jlc,j->lc", self.AX0[:p], beta)
+        if self.p0 == 1:
+            R0 = R0 - self.A00[:, :, 0] * b0
+        else:
+            R0 = R0 - np.einsum("lcd,ld->lc", self.A00, b0)
+        out = []
+        if self.q_rest:
+            u_r = np.concatenate([ut.ravel() for ut in u[1:]])
+            b_r = self._lambda_rest(fac.lams, u_r[:, None])[:, 0]
+            R0 = R0 - self.cross.apply_T(b_r[:, None])[:, 0].reshape(self.m0, self.p0)
+            Rr = self.AXr[p] - self.AXr[:p].T @ beta - self.cross.apply(b0.reshape(-1, 1))[:, 0] - self.Arr @ b_r
+        out.append(-2.0 * R0.T @ u[0])
+        for (offset, m, pt), ut in zip(self.rest_layout, u[1:]):
+            Rt = Rr[offset : offset + m * pt].reshape(m, pt)
+            out.append(-2.0 * Rt.T @ ut)
+        return out
+
+    def _inverse_block_sums(self, fac: Factorization) -> list[np.ndarray]:
+        """S_t: per term, the sum over levels of the diagonal blocks of G.
+
+        G is M^-1 for ML and the zz block of the inverse of the whole
+        [z X] block for REML (M^-1 plus P'P, P = L_XX^-1 L_Xz L_zz^-1).
+        """
+        p = self.p
+        m0, p0 = self.m0, self.p0
+        # J_l = L00_l^-T L00_l^-1 = (lambda0' A00_l lambda0 + I)^-1
+        if p0 == 1:
+            J = 1.0 / fac.L00**2
+        else:
+            Linv = np.linalg.inv(fac.L00)
+            J = np.swapaxes(Linv, 1, 2) @ Linv
+        sum0 = J.sum(axis=0)
+        sums = [sum0]
+        if self.q_rest:
+            # Minv_rr = Lrr^-T Lrr^-1
+            Minv_rr, info = lapack.dpotri(fac.Lrr, lower=1)
+            if info != 0:
+                raise np.linalg.LinAlgError("dpotri failed")
+            Minv_rr = np.tril(Minv_rr) + np.tril(Minv_rr, -1).T
+            for offset, m, pt in self.rest_layout:
+                block = Minv_rr[offset : offset + m * pt, offset : offset + m * pt]
+                diag_blocks = block.reshape(m, pt, m, pt)[np.arange(m), :, np.arange(m), :]
+                sums.append(diag_blocks.sum(axis=0))
+            # the first term's part of M^-1 beyond J: J lambda0' T_l lambda0 J,
+            # T_l = A_r0[:, l]' (Lambda_r Minv_rr Lambda_r') A_r0[:, l]
+            N = self._lambda_rest(fac.lams, self._lambda_rest(fac.lams, Minv_rr).T)
+            T = self.cross.quad(N)
+            lam0 = fac.lams[0]
+            JL = J @ lam0.T  # (m0, p0, p0): J_l lambda0'
+            sums[0] = sum0 + np.einsum("lab,lbc,ldc->ad", JL, T, JL, optimize=True)
+        if self.reml and p > 0:
+            # P = L_XX^-1 L_Xz L_zz^-1 (p x q): solve L_zz' V' = L_Xz', then L_XX.
+            rows = np.concatenate([fac.LX0[:p], fac.LXr[:p]], axis=1) if self.q_rest else fac.LX0[:p]
+            v0, v_r = self._solve_u(fac, rows)
+            LX = fac.LXX[:p, :p]
+            P0 = scipy.linalg.solve_triangular(LX, v0.reshape(p, -1), lower=True, check_finite=False).reshape(p, m0, p0)
+            sums[0] = sums[0] + np.einsum("klc,kld->cd", P0, P0)
+            if self.q_rest:
+                Pr = scipy.linalg.solve_triangular(LX, v_r, lower=True, check_finite=False)
+                for t, (offset, m, pt) in enumerate(self.rest_layout, start=1):
+                    block = Pr[:, offset : offset + m * pt].reshape(p, m, pt)
+                    sums[t] = sums[t] + np.einsum("klc,kld->cd", block, block)
+        return sums
+
+    def _numeric_gradient(self, theta: np.ndarray, sl: slice, value: float) -> np.ndarray:
+        """Finite-difference derivatives for one term's theta (boundary fits).
+
+        Central differences where the step stays feasible, forward (one-sided)
+        at a lower bound of zero.
+        """
+        lower = self.lower_bounds()
+        out = np.empty(sl.stop - sl.start)
+        for k, i in enumerate(range(sl.start, sl.stop)):
+            h = 1e-6 * max(1.0, abs(theta[i]))
+            up = theta.copy()
+            up[i] += h
+            if theta[i] - h >= lower[i]:
+                down = theta.copy()
+                down[i] -= h
+                out[k] = (self.objective(up) - self.objective(down)) / (2 * h)
+            else:
+                out[k] = (self.objective(up) - value) / h
+        return out

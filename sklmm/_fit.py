@@ -205,7 +205,9 @@ def fit_lmm(
     if not terms:
         return _least_squares_fit(problem, fixed_names, kept, dropped, n, reml)
 
-    result = optimize_theta(problem.objective, problem.initial_theta(), problem.lower_bounds(), max_evaluations)
+    result = optimize_theta(
+        problem.objective, problem.objective_and_gradient, problem.initial_theta(), problem.lower_bounds(), max_evaluations
+    )
     factor = problem.factorize(result.theta)
     ldL2, ldRX2, pwrss = problem.log_determinants(factor)
     objective = problem.criterion(ldL2, ldRX2, pwrss)

@@ -1,0 +1,135 @@
+"""The cross block A_r0 = Z_r' W Z_0 between the first term and the rest.
+
+Every evaluation of the objective needs ``A_r0 blockdiag(W0) A_r0'`` (a
+q_r x q_r matrix, with W0 one p0 x p0 block per level of the first term that
+depends on theta) and products of A_r0 with small dense matrices.  Two
+representations, chosen by cost when the model is built:
+
+:class:`DenseCross`
+    A_r0 held dense; every operation is a BLAS call.  For small or dense
+    blocks (the reference cases, few levels in the first term).
+:class:`PairCross`
+    For large sparse blocks (crossed factors with many levels: users x items,
+    students x lecturers).  A_r0 is CSR, and the Gram product is one sparse
+    matrix-vector product with a matrix S, built once, whose rows are the
+    distinct pairs (i, j), i >= j, of rest rows that share a first-term level:
+    ``gram(W0)[i, j] = S[(i, j), :] @ vec(W0)``.  Its cost is the number of
+    (pair, level) incidences, sum over levels of k_l^2, which does not depend
+    on n.
+
+Both expose the same methods; every array they return is new.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+#: Hold A_r0 dense when it has at most this many entries ...
+DENSE_MAX_ENTRIES = 4_000_000
+
+
+class DenseCross:
+    """A_r0 as a dense (q_r, m0, p0) array."""
+
+    def __init__(self, Ar0: sp.spmatrix, m0: int, p0: int):
+        self.q_rest = Ar0.shape[0]
+        self.m0, self.p0 = m0, p0
+        self.A = np.asarray(Ar0.toarray()).reshape(self.q_rest, m0, p0)
+
+    def gram(self, W0: np.ndarray) -> np.ndarray:
+        """A_r0 blockdiag(W0) A_r0', dense q_r x q_r."""
+        AW = np.einsum("ilc,lcd->ild", self.A, W0, optimize=True).reshape(self.q_rest, -1)
+        return AW @ self.A.reshape(self.q_rest, -1).T
+
+    def apply(self, Y: np.ndarray) -> np.ndarray:
+        """A_r0 @ Y for Y of shape (q0, k)."""
+        return self.A.reshape(self.q_rest, -1) @ Y
+
+    def apply_T(self, V: np.ndarray) -> np.ndarray:
+        """A_r0' @ V for V of shape (q_r, k)."""
+        return self.A.reshape(self.q_rest, -1).T @ V
+
+    def quad(self, N: np.ndarray) -> np.ndarray:
+        """Per first-term level l: A_r0[:, l]' N A_r0[:, l], shape (m0, p0, p0)."""
+        NA = (N @ self.A.reshape(self.q_rest, -1)).reshape(self.q_rest, self.m0, self.p0)
+        return np.einsum("ilc,ild->lcd", self.A, NA, optimize=True)
+
+
+class PairCross:
+    """A_r0 as CSR plus the pair matrix S for its weighted Gram products."""
+
+    def __init__(self, Ar0: sp.spmatrix, m0: int, p0: int):
+        self.q_rest = Ar0.shape[0]
+        self.m0, self.p0 = m0, p0
+        self.A = sp.csr_matrix(Ar0)
+        self.AT = self.A.T.tocsr()
+        coo = self.A.tocoo()
+        level, column = np.divmod(coo.col.astype(np.int64), p0)
+        # One "entry" per (level, rest row) with its p0 values.
+        key = level * self.q_rest + coo.row
+        entries, inverse = np.unique(key, return_inverse=True)
+        values = np.zeros((len(entries), p0))
+        np.add.at(values, (inverse, column), coo.data)
+        entry_level = entries // self.q_rest
+        entry_row = entries % self.q_rest  # sorted by level, then row
+        # All pairs (a, b), b <= a, of entries within one level.
+        starts = np.searchsorted(entry_level, np.arange(m0))
+        local = np.arange(len(entries)) - starts[entry_level]
+        first = np.repeat(np.arange(len(entries)), local + 1)
+        offsets = np.arange(len(first)) - np.repeat(np.cumsum(local + 1) - (local + 1), local + 1)
+        second = starts[entry_level[first]] + offsets
+        rows_i, rows_j = entry_row[first], entry_row[second]
+        pair_key = rows_i.astype(np.int64) * self.q_rest + rows_j
+        pairs, pair_id = np.unique(pair_key, return_inverse=True)
+        self.pair_i = (pairs // self.q_rest).astype(np.intp)
+        self.pair_j = (pairs % self.q_rest).astype(np.intp)
+        # S[(i, j), (l, c, d)] = (a_il[c] a_jl[d] + a_jl[c] a_il[d]) / 2
+        vi, vj = values[first], values[second]
+        prod = 0.5 * (vi[:, :, None] * vj[:, None, :] + vj[:, :, None] * vi[:, None, :])
+        cols = (entry_level[first][:, None] * (p0 * p0) + np.arange(p0 * p0)[None, :]).ravel()
+        self.S = sp.csr_matrix(
+            (prod.reshape(len(first), -1).ravel(), (np.repeat(pair_id, p0 * p0), cols)),
+            shape=(len(pairs), m0 * p0 * p0),
+        )
+        self.ST = self.S.T.tocsr()
+        # Off-diagonal pairs count twice in symmetric sums.
+        self.pair_weight = np.where(self.pair_i == self.pair_j, 1.0, 2.0)
+        self.n_incidences = len(first)
+
+    def gram(self, W0: np.ndarray) -> np.ndarray:
+        values = self.S @ W0.ravel()
+        G = np.zeros((self.q_rest, self.q_rest))
+        G[self.pair_i, self.pair_j] = values
+        G[self.pair_j, self.pair_i] = values
+        return G
+
+    def apply(self, Y: np.ndarray) -> np.ndarray:
+        return np.asarray(self.A @ Y)
+
+    def apply_T(self, V: np.ndarray) -> np.ndarray:
+        return np.asarray(self.AT @ V)
+
+    def quad(self, N: np.ndarray) -> np.ndarray:
+        weights = self.pair_weight * N[self.pair_i, self.pair_j]
+        return np.asarray(self.ST @ weights).reshape(self.m0, self.p0, self.p0)
+
+
+def make_cross(Ar0: sp.spmatrix, m0: int, p0: int):
+    """The cheaper representation of A_r0 for this model."""
+    q_rest, q0 = Ar0.shape
+    if q_rest * q0 <= DENSE_MAX_ENTRIES:
+        # Dense Gram costs q_r^2 q0 multiply-adds in BLAS; pairs cost their
+        # incidences in sparse code, roughly 20x slower per operation.
+        incidences = _pair_incidences(Ar0, m0, p0)
+        if q_rest * q_rest * q0 <= 20 * incidences * p0 * p0 + 1_000_000:
+            return DenseCross(Ar0, m0, p0)
+    return PairCross(Ar0, m0, p0)
+
+
+def _pair_incidences(Ar0: sp.spmatrix, m0: int, p0: int) -> int:
+    """sum over first-term levels of k_l (k_l + 1) / 2, k_l = rest rows the level touches."""
+    coo = sp.coo_matrix(Ar0)
+    level = coo.col // p0
+    per_level = np.bincount(np.unique(level.astype(np.int64) * Ar0.shape[0] + coo.row) // Ar0.shape[0], minlength=m0)
+    return int(np.sum(per_level * (per_level + 1) // 2))
