@@ -2,6 +2,7 @@
 
 from ._estimator import MixedLinearRegressor
 from ._formula import FormulaError
+from ._scoring import make_conditional_scorer
 from ._warnings import ExactFitWarning, RankDeficientWarning, SingularFitWarning
 
 __all__ = [
@@ -10,5 +11,6 @@ __all__ = [
     "MixedLinearRegressor",
     "RankDeficientWarning",
     "SingularFitWarning",
+    "make_conditional_scorer",
 ]
 __version__ = "0.1.0"

@@ -159,6 +159,7 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         frame = None if groups is None else as_groups_frame(groups, n)
         specs = self._term_specs(frame)
         names = self._slope_names(X.shape[1])
+        self._check_slopes_without_column_names(specs, names)
 
         fit = fit_lmm(
             X, y, frame, weights, specs, names,
@@ -254,9 +255,11 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
             raise ValueError(
                 f"random_effects={self.random_effects!r} needs grouping factors {factors}, "
                 "but groups=None was passed to fit. Pass groups=... (a Series or DataFrame "
-                "with those columns); in a Pipeline or cross-validation, enable metadata "
-                "routing with sklearn.set_config(enable_metadata_routing=True) and call "
-                "set_fit_request(groups=True) on the estimator."
+                "with those columns); in a Pipeline, cross-validation or a grid search, enable "
+                "metadata routing with sklearn.set_config(enable_metadata_routing=True), call "
+                "set_fit_request(groups=True) on the estimator and pass the groups as metadata: "
+                "pipeline.fit(X, y, groups=groups), cross_validate(..., params={'groups': groups}), "
+                "GridSearchCV(...).fit(X, y, groups=groups)."
             )
         return specs
 
@@ -264,6 +267,22 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         if hasattr(self, "feature_names_in_"):
             return [str(name) for name in self.feature_names_in_]
         return [f"x{j}" for j in range(n_features)]
+
+    def _check_slopes_without_column_names(self, specs: list[TermSpec], names: list[str]) -> None:
+        """A slope that X cannot name because X came without column names (an
+        array, e.g. from a Pipeline step): say how to keep the names."""
+        if hasattr(self, "feature_names_in_"):
+            return  # a named slope missing from named columns is reported when the terms are built
+        missing = [c for spec in specs for c in spec.columns if c != "(Intercept)" and c not in names]
+        if missing:
+            raise ValueError(
+                f"random_effects names the slope(s) {missing}, which are not columns of X: X has "
+                f"no column names (an array, e.g. a Pipeline step's output), so its columns are "
+                f"{names}. Pass X as a DataFrame; in a Pipeline, make the steps return DataFrames "
+                "with .set_output(transform='pandas') (a ColumnTransformer also prefixes names, "
+                "e.g. 'num__Days', unless verbose_feature_names_out=False); or name the slopes "
+                "x0, x1, ... by position."
+            )
 
     def _groups_for_predict(self, groups, n_samples: int) -> pd.DataFrame:
         """Groups for prediction, matched to the fit's factor names.

@@ -1,10 +1,13 @@
 """Minimise the profiled objective over theta.
 
 The optimiser is L-BFGS-B with the analytic gradient of
-:meth:`ProfiledDeviance.objective_and_gradient`.  Measured on the reference
-cases (benchmarks/optimizers.py), it reaches lme4's optimum or better with
-far fewer evaluations than lme4's derivative-free BOBYQA, and much less
-overhead per evaluation than scipy's COBYQA (pure Python).
+:meth:`ProfiledDeviance.objective_and_gradient`.  Measured on the ten
+reference cases, REML and ML (``python benchmarks/optimizers.py``): 306
+evaluations in all, each with its gradient, against lme4's 680 BOBYQA
+evaluations and scipy COBYQA's 1014, and 0.23 s against COBYQA's 1.6 s
+(COBYQA is pure Python); every optimum within 1.1e-9 of lme4's or better.
+L-BFGS-B with finite-difference gradients stops 1.6 units of deviance short
+on chem97; Powell and Nelder-Mead need 5-10x the evaluations.
 
 Two safeguards:
 
@@ -29,10 +32,13 @@ from scipy.optimize import Bounds, minimize
 FINAL_RADIUS = 1e-7
 #: theta elements below this, with a lower bound of zero, are "at the boundary".
 _BOUNDARY = 1e-4
-#: A projected gradient below this times max(1, |objective|) is converged:
-#: the floating-point noise of the gradient, measured on the reference cases,
-#: is 1e-9 to 4e-10 of |objective|.
-_GRADIENT_TOLERANCE = 1e-8
+#: A projected gradient below this times max(1, |objective|) is converged.
+#: Near the optimum a step along a gradient g lowers the objective by about
+#: g^2 / (2 H) (H the curvature), which rounding hides once it is below
+#: eps |objective|: on the reference cases L-BFGS-B stalls at gradients of
+#: 1e-8 to 2e-8 |objective|.  At 1e-7 |objective| the objective is within
+#: g^2 / (2 H) < 1e-5 of the optimum even for a curvature as flat as 1e-3.
+_GRADIENT_TOLERANCE = 1e-7
 #: Probe steps off the boundary.
 _PROBES = (1e-3, 1e-1)
 
@@ -150,7 +156,7 @@ def optimize_theta(objective, objective_and_gradient, theta0: np.ndarray, lower:
                 )
                 # L-BFGS-B stopped on its own (a stalled line search, most
                 # often): accept a gradient at rounding level, else polish.
-                if _projected_gradient(result.x, result.jac, lower) <= 100 * _GRADIENT_TOLERANCE * max(1.0, abs(result.fun)):
+                if _projected_gradient(result.x, result.jac, lower) <= 10 * _GRADIENT_TOLERANCE * max(1.0, abs(result.fun)):
                     converged, message = True, f"converged: {result.message}"
                 else:
                     converged, message = _polish(f, bounds)
