@@ -100,8 +100,19 @@ def _term_transpose_matrix(term: ReTerm) -> sp.csc_matrix:
 
 
 def _cholesky(a: np.ndarray) -> np.ndarray:
-    """Lower Cholesky factor; raises numpy's LinAlgError if not positive definite."""
-    return scipy.linalg.cholesky(a, lower=True, check_finite=False)
+    """Lower Cholesky factor of a symmetric matrix, in Fortran order.
+
+    Overwrites ``a``.  LAPACK works in Fortran order; a C-ordered symmetric
+    matrix is its own transpose, so ``a.T`` is passed (a view, no copy) and
+    the factor stays in Fortran order for the triangular solves and the
+    inverse that follow.  Raises numpy's LinAlgError if ``a`` is not
+    positive definite.
+    """
+    target = a.T if a.flags.c_contiguous else np.asfortranarray(a)
+    factor, info = lapack.dpotrf(target, lower=1, clean=1, overwrite_a=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"matrix is not positive definite (leading minor {info})")
+    return factor
 
 
 @dataclass
@@ -251,7 +262,7 @@ class ProfiledDeviance:
         theta = np.asarray(theta, dtype=np.float64)
         p = self.p
         if not self.terms:
-            return Factorization(theta, [], None, None, None, None, None, _cholesky(self.AXX))
+            return Factorization(theta, [], None, None, None, None, None, _cholesky(self.AXX.copy()))
 
         lams = self.lambdas(theta)
         lam0 = lams[0]
