@@ -1,0 +1,77 @@
+"""The example scripts (examples/*.py) and the code in docs/workflows.md run as written.
+
+Each runs in this process inside ``sklearn.config_context()``, which restores
+scikit-learn's global configuration afterwards: the scripts switch metadata routing on
+with ``sklearn.set_config``, as a user would, and that must not leak into other tests.
+The scripts check their own results with ``assert``; here we check they ran and printed
+what they promise.
+"""
+
+import contextlib
+import io
+import re
+import runpy
+from pathlib import Path
+
+import pytest
+import sklearn
+
+ROOT = Path(__file__).parents[1]
+EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+WORKFLOWS = ROOT / "docs" / "workflows.md"
+
+# what each script must print (a fragment), so a script that silently does nothing fails
+EXPECTED_OUTPUT = {
+    "pipeline_grid_search.py": "best GroupKFold R^2",
+    "cross_validation.py": "KFold: population R^2",
+    "without_routing.py": "bare estimator search fails, as expected",
+    "pandas_workflow.py": "ColumnTransformer -> ['num__Days']",
+    "persistence.py": "identical predictions",
+    "datasets.py": "REML criterion 1743.628",
+}
+
+
+def _run(function):
+    out = io.StringIO()
+    with sklearn.config_context(), contextlib.redirect_stdout(out):
+        function()
+    return out.getvalue()
+
+
+def test_every_example_is_checked():
+    assert sorted(path.name for path in EXAMPLES) == sorted(EXPECTED_OUTPUT)
+
+
+@pytest.mark.parametrize("script", EXAMPLES, ids=[path.name for path in EXAMPLES])
+def test_example_runs(script):
+    routing_before = sklearn.get_config()["enable_metadata_routing"]
+    output = _run(lambda: runpy.run_path(str(script), run_name="__main__"))
+    assert EXPECTED_OUTPUT[script.name] in output
+    assert sklearn.get_config()["enable_metadata_routing"] == routing_before  # nothing leaked
+
+
+def test_example_docstrings_say_how_to_run_them():
+    for script in EXAMPLES:
+        text = script.read_text()
+        assert text.startswith('"""'), script.name
+        assert f"Run: python examples/{script.name}" in text, script.name
+
+
+def test_workflows_page_code_runs_in_order():
+    blocks = re.findall(r"```python\n(.*?)```", WORKFLOWS.read_text(), re.S)
+    assert len(blocks) >= 8
+    namespace: dict = {}
+
+    def run_all():
+        for number, code in enumerate(blocks, 1):
+            exec(compile(code, f"docs/workflows.md python block {number}", "exec"), namespace)
+
+    _run(run_all)
+    # the recipe's search ran with groups routed: the refit model knows every subject
+    assert len(namespace["search"].best_estimator_[-1].random_effects_["Subject"]) == 18
+
+
+def test_workflows_page_lists_every_example():
+    text = WORKFLOWS.read_text()
+    for script in EXAMPLES:
+        assert f"`{script.name}`" in text, script.name
