@@ -461,16 +461,41 @@ class ProfiledDeviance:
         G is M^-1 for ML and the zz block of the inverse of the whole
         [z X] block for REML (M^-1 plus P'P, P = L_XX^-1 L_Xz L_zz^-1).
         """
+        return [blocks.sum(axis=0) for blocks in self.inverse_diagonal_blocks(fac, with_fixed=self.reml)]
+
+    def conditional_covariances(self, fac: Factorization) -> list[np.ndarray]:
+        """Per term, the diagonal blocks of M^-1, shape (m_t, p_t, p_t).
+
+        The conditional covariance of level l's random effects given the
+        data and beta is ``sigma^2 lambda_t (M^-1)_ll lambda_t'``: lme4's
+        ``condVar``.
+        """
+        return self.inverse_diagonal_blocks(fac, with_fixed=False)
+
+    def inverse_diagonal_blocks(self, fac: Factorization, with_fixed: bool) -> list[np.ndarray]:
+        """Diagonal p_t x p_t blocks, level by level, of M^-1 or of the zz block of the [z X] inverse.
+
+        Parameters
+        ----------
+        fac : Factorization
+        with_fixed : bool
+            False: blocks of M^-1 (random effects given beta).  True: of the
+            zz block of the inverse of [[M, .], [X'WZ Lambda, X'WX]], which
+            adds P'P, P = L_XX^-1 L_Xz L_zz^-1 (beta's uncertainty).
+
+        Returns
+        -------
+        list of ndarray, one (m_t, p_t, p_t) array per term
+        """
         p = self.p
         m0, p0 = self.m0, self.p0
         # J_l = L00_l^-T L00_l^-1 = (lambda0' A00_l lambda0 + I)^-1
         if p0 == 1:
-            J = 1.0 / fac.L00**2
+            blocks0 = 1.0 / fac.L00**2
         else:
             Linv = np.linalg.inv(fac.L00)
-            J = np.swapaxes(Linv, 1, 2) @ Linv
-        sum0 = J.sum(axis=0)
-        sums = [sum0]
+            blocks0 = np.swapaxes(Linv, 1, 2) @ Linv
+        blocks = [blocks0]
         if self.q_rest:
             # Minv_rr = Lrr^-T Lrr^-1
             Minv_rr, info = lapack.dpotri(fac.Lrr, lower=1)
@@ -479,28 +504,26 @@ class ProfiledDeviance:
             Minv_rr = np.tril(Minv_rr) + np.tril(Minv_rr, -1).T
             for offset, m, pt in self.rest_layout:
                 block = Minv_rr[offset : offset + m * pt, offset : offset + m * pt]
-                diag_blocks = block.reshape(m, pt, m, pt)[np.arange(m), :, np.arange(m), :]
-                sums.append(diag_blocks.sum(axis=0))
+                blocks.append(block.reshape(m, pt, m, pt)[np.arange(m), :, np.arange(m), :])
             # the first term's part of M^-1 beyond J: J lambda0' T_l lambda0 J,
             # T_l = A_r0[:, l]' (Lambda_r Minv_rr Lambda_r') A_r0[:, l]
             N = self._lambda_rest(fac.lams, self._lambda_rest(fac.lams, Minv_rr).T)
             T = self.cross.quad(N)
-            lam0 = fac.lams[0]
-            JL = J @ lam0.T  # (m0, p0, p0): J_l lambda0'
-            sums[0] = sum0 + np.einsum("lab,lbc,ldc->ad", JL, T, JL, optimize=True)
-        if self.reml and p > 0:
+            JL = blocks0 @ fac.lams[0].T  # (m0, p0, p0): J_l lambda0'
+            blocks[0] = blocks0 + JL @ T @ np.swapaxes(JL, 1, 2)
+        if with_fixed and p > 0:
             # P = L_XX^-1 L_Xz L_zz^-1 (p x q): solve L_zz' V' = L_Xz', then L_XX.
             rows = np.concatenate([fac.LX0[:p], fac.LXr[:p]], axis=1) if self.q_rest else fac.LX0[:p]
             v0, v_r = self._solve_u(fac, rows)
             LX = fac.LXX[:p, :p]
             P0 = scipy.linalg.solve_triangular(LX, v0.reshape(p, -1), lower=True, check_finite=False).reshape(p, m0, p0)
-            sums[0] = sums[0] + np.einsum("klc,kld->cd", P0, P0)
+            blocks[0] = blocks[0] + np.einsum("klc,kld->lcd", P0, P0)
             if self.q_rest:
                 Pr = scipy.linalg.solve_triangular(LX, v_r, lower=True, check_finite=False)
                 for t, (offset, m, pt) in enumerate(self.rest_layout, start=1):
                     block = Pr[:, offset : offset + m * pt].reshape(p, m, pt)
-                    sums[t] = sums[t] + np.einsum("klc,kld->cd", block, block)
-        return sums
+                    blocks[t] = blocks[t] + np.einsum("klc,kld->lcd", block, block)
+        return blocks
 
     def _numeric_gradient(self, theta: np.ndarray, sl: slice, value: float) -> np.ndarray:
         """Finite-difference derivatives for one term's theta (boundary fits).

@@ -12,7 +12,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _results
 from ._design import lookup_levels
-from ._fit import fit_lmm
+from ._fit import TrainingData, fit_lmm
 from ._formula import TermSpec, parse_random_effects
 from ._validation import as_groups_frame, as_sample_weight
 
@@ -161,10 +161,8 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         names = self._slope_names(X.shape[1])
         self._check_slopes_without_column_names(specs, names)
 
-        fit = fit_lmm(
-            X, y, frame, weights, specs, names,
-            reml=self.reml, fit_intercept=self.fit_intercept, max_evaluations=self.max_iter,
-        )
+        self._training_data = TrainingData(X, y, frame, weights, specs, names, self.fit_intercept)
+        fit = fit_lmm(self._training_data, reml=self.reml, max_evaluations=self.max_iter)
         offset = 1 if self.fit_intercept else 0
         self.intercept_ = float(fit.beta[0]) if self.fit_intercept else 0.0
         self.coef_ = fit.beta[offset:].copy()
@@ -240,6 +238,28 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         from sklearn.metrics import r2_score
 
         return r2_score(y, self.predict(X, groups=groups), sample_weight=sample_weight)
+
+    # -- persistence ---------------------------------------------------------------
+
+    def __getstate__(self):
+        """Pickle without the training data, so a saved model's size does not grow with n.
+
+        Methods that need the data (profile and bootstrap intervals,
+        simulation, likelihood-ratio refits) then ask for a refit.
+        """
+        state = super().__getstate__()
+        state.pop("_training_data", None)
+        return state
+
+    def _require_training_data(self, what: str) -> TrainingData:
+        check_is_fitted(self)
+        data = getattr(self, "_training_data", None)
+        if data is None:
+            raise RuntimeError(
+                f"{what} needs the data the model was fitted to, which is not saved when a "
+                "model is pickled; fit the model again on its data to use it."
+            )
+        return data
 
     # -- helpers --------------------------------------------------------------
 

@@ -147,34 +147,78 @@ def check_identifiable(terms: list[ReTerm], n_obs: int) -> None:
             )
 
 
-def fit_lmm(
-    X: np.ndarray,
-    y: np.ndarray,
-    groups: pd.DataFrame | None,
-    weights: np.ndarray | None,
-    specs: list[TermSpec],
-    feature_names: list[str],
-    *,
-    reml: bool = True,
-    fit_intercept: bool = True,
-    max_evaluations: int = 10_000,
-) -> LmmFit:
+@dataclass
+class TrainingData:
+    """The validated data a model was fitted to, as the fit used it.
+
+    Inference (profiles, bootstrap, simulation, likelihood-ratio refits)
+    rebuilds the model from it with :func:`prepare`.  ``X`` holds the
+    covariates without an intercept column; ``weights`` may be ``None``.
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    groups: pd.DataFrame | None
+    weights: np.ndarray | None
+    specs: list
+    feature_names: list[str]
+    fit_intercept: bool
+
+
+@dataclass
+class Prepared:
+    """A model ready to optimise: the output of :func:`prepare`."""
+
+    problem: ProfiledDeviance
+    terms: list[ReTerm]
+    design: np.ndarray  # fixed-effects columns actually estimated (n x p)
+    fixed_names: list[str]
+    kept: np.ndarray
+    dropped: list[str]
+    y: np.ndarray
+    weights: np.ndarray | None
+    n: int
+
+
+def prepare(data: TrainingData, reml: bool, *, warn: bool = True) -> Prepared:
+    """Fixed-effects design, random-effects terms and cross products: everything before the optimiser.
+
+    Rows with weight 0 are left out; aliased fixed-effect columns are dropped
+    (with a warning when ``warn``).
+    """
+    X, y, weights, groups = data.X, data.y, data.weights, data.groups
+    if weights is not None and np.any(weights == 0):
+        rows = weights > 0
+        X, y, weights = X[rows], y[rows], weights[rows]
+        groups = None if groups is None else groups.loc[rows].reset_index(drop=True)
+    n = len(y)
+
+    design, fixed_names = fixed_design(X, data.fit_intercept, data.feature_names)
+    kept = independent_columns(design, weights)
+    kept_set = set(kept.tolist())
+    dropped = [fixed_names[j] for j in range(len(fixed_names)) if j not in kept_set]
+    if dropped and warn:
+        _warnings.warn_rank_deficient(dropped, len(fixed_names))
+    design = design[:, kept]
+
+    terms = build_terms(data.specs, X, list(data.feature_names), groups) if data.specs else []
+    check_identifiable(terms, n)
+    if terms and n <= len(kept):
+        raise ValueError(f"{n} observations are too few for {len(kept)} fixed effects and a residual variance")
+    problem = ProfiledDeviance(terms, design, y, weights, reml)
+    return Prepared(problem, terms, design, fixed_names, kept, dropped, y, weights, n)
+
+
+def fit_lmm(data: TrainingData, *, reml: bool = True, max_evaluations: int = 10_000) -> LmmFit:
     """Fit a linear mixed model by minimising the profiled deviance or REML criterion.
 
     Parameters
     ----------
-    X : ndarray of shape (n, n_features)
-        Fixed-effect covariates (no intercept column).
-    y : ndarray of shape (n,)
-    groups : DataFrame or None
-        Grouping factors; ``None`` (with no ``specs``) fits least squares.
-    weights : ndarray of shape (n,) or None
-        Prior weights; rows with weight 0 are left out.
-    specs : list of TermSpec
-        Parsed random-effects terms.
-    feature_names : list of str
-        Names of X's columns (slopes are looked up among them).
-    reml, fit_intercept : bool
+    data : TrainingData
+        Validated covariates (no intercept column), response, grouping
+        factors (``None`` with no terms: least squares), prior weights (rows
+        with weight 0 are left out), parsed terms and X's column names.
+    reml : bool
     max_evaluations : int
         Budget of objective evaluations.
 
@@ -182,26 +226,10 @@ def fit_lmm(
     -------
     LmmFit
     """
-    if weights is not None and np.any(weights == 0):
-        rows = weights > 0
-        X, y, weights = X[rows], y[rows], weights[rows]
-        groups = None if groups is None else groups.loc[rows].reset_index(drop=True)
-    n = len(y)
-
-    design, fixed_names = fixed_design(X, fit_intercept, feature_names)
-    kept = independent_columns(design, weights)
-    dropped = [fixed_names[j] for j in range(len(fixed_names)) if j not in set(kept.tolist())]
-    if dropped:
-        _warnings.warn_rank_deficient(dropped, len(fixed_names))
-    design = design[:, kept]
-
-    terms = build_terms(specs, X, list(feature_names), groups) if specs else []
-    check_identifiable(terms, n)
-    if terms and n <= len(kept):
-        raise ValueError(f"{n} observations are too few for {len(kept)} fixed effects and a residual variance")
-
-    problem = ProfiledDeviance(terms, design, y, weights, reml)
-    del design
+    prepared = prepare(data, reml)
+    problem, terms, fixed_names, kept, dropped, n = (
+        prepared.problem, prepared.terms, prepared.fixed_names, prepared.kept, prepared.dropped, prepared.n,
+    )
     if not terms:
         return _least_squares_fit(problem, fixed_names, kept, dropped, n, reml)
 

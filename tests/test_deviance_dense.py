@@ -120,3 +120,28 @@ def test_objective_at_boundary_theta_is_finite():
     Z, Lam = dense_Z_lambda(terms, theta, problem)
     expected, _, _ = dense_profiled(X, y, w, Z, Lam, reml=False)
     assert problem.objective(theta) == pytest.approx(expected, rel=1e-10)
+
+
+@pytest.mark.parametrize("case_name", ["synthetic", "sleepstudy", "penicillin", "crossed3", "nested_slope", "zerocorr_crossed"])
+def test_inverse_diagonal_blocks_match_dense_inverse(case_name):
+    """Diagonal blocks of M^-1 (lme4's condVar before scaling) and of the REML zz inverse."""
+    terms, X, y, w, problem = _problem(case_name, True)
+    rng = np.random.default_rng(99)
+    lower = problem.lower_bounds()
+    theta = rng.uniform(0.2, 1.5, size=problem.n_theta)
+    theta[lower < 0] = rng.uniform(-0.5, 0.5, size=(lower < 0).sum())
+    Z, Lam = dense_Z_lambda(terms, theta, problem)
+    ZL = Z @ Lam
+    M = ZL.T @ (w[:, None] * ZL) + np.eye(ZL.shape[1])
+    Omega = np.block([[M, ZL.T @ (w[:, None] * X)], [X.T @ (w[:, None] * ZL), X.T @ (w[:, None] * X)]])
+    dense = {False: np.linalg.inv(M), True: np.linalg.inv(Omega)[: M.shape[0], : M.shape[0]]}
+    factor = problem.factorize(theta)
+    for with_fixed in (False, True):
+        blocks = problem.inverse_diagonal_blocks(factor, with_fixed)
+        offset = 0
+        for term, got in zip(terms, blocks):
+            m, p = term.n_levels, term.n_columns
+            for level in (0, m // 2, m - 1):
+                start = offset + level * p
+                np.testing.assert_allclose(got[level], dense[with_fixed][start : start + p, start : start + p], rtol=1e-8, atol=1e-12)
+            offset += m * p
