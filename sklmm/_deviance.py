@@ -158,7 +158,21 @@ class ProfiledDeviance:
     """
 
     def __init__(self, terms: list[ReTerm], X: np.ndarray, y: np.ndarray, weights: np.ndarray | None, reml: bool):
-        n, p = X.shape
+        XY = np.empty((X.shape[0], X.shape[1] + 1))
+        XY[:, :-1] = X
+        XY[:, -1] = y
+        self._build(terms, XY, weights, reml)
+
+    @classmethod
+    def from_stacked(cls, terms: list[ReTerm], XY: np.ndarray, weights: np.ndarray | None, reml: bool) -> "ProfiledDeviance":
+        """Build from ``[X y]`` already in one (n, p + 1) array (not copied)."""
+        self = cls.__new__(cls)
+        self._build(terms, XY, weights, reml)
+        return self
+
+    def _build(self, terms: list[ReTerm], XY: np.ndarray, weights: np.ndarray | None, reml: bool) -> None:
+        """The one pass over the n rows: every cross product the objective needs."""
+        n, p = XY.shape[0], XY.shape[1] - 1
         self.n, self.p, self.reml = n, p, bool(reml)
         self.terms = terms
         self.ldW = 0.0 if weights is None else float(np.sum(np.log(weights)))
@@ -169,9 +183,6 @@ class ProfiledDeviance:
             start += term.n_theta
         self.n_theta = start
 
-        XY = np.empty((n, p + 1))
-        XY[:, :p] = X
-        XY[:, p] = y
         WXY = XY if weights is None else XY * weights[:, None]
         # A_XX = [X y]' W [X y]: depends on the data only.
         self.AXX = XY.T @ WXY

@@ -103,14 +103,48 @@ def independent_columns(design: np.ndarray, weights: np.ndarray | None, tol: flo
 
     As R's ``qr`` (LINPACK ``dqrdc2``): columns are taken in order and one
     whose residual, after projecting on the kept columns, is below ``tol``
-    times its norm is aliased.  Works on the p x p triangular factor of the
-    (weighted) design, so the scan costs O(p^3) after one QR.
+    times its norm is aliased.
+
+    The common, clearly full-rank case is settled on the p x p Gram matrix
+    (one BLAS pass): if every column's relative residual there exceeds
+    1e-5, far above ``tol`` even after the Gram matrix's rounding, all are
+    kept.  Otherwise the scan runs on the triangular factor of a QR
+    decomposition of the (weighted) design, which resolves residuals down to
+    ``tol``.
     """
-    if design.shape[1] == 0:
+    p = design.shape[1]
+    if p == 0:
         return np.arange(0)
     scaled = design if weights is None else design * np.sqrt(weights)[:, None]
-    R = scipy.linalg.qr(scaled, mode="r", check_finite=False)[0]
-    R = R[: design.shape[1]] if R.shape[0] >= design.shape[1] else np.vstack([R, np.zeros((design.shape[1] - R.shape[0], design.shape[1]))])
+    gram = scaled.T @ scaled
+    if _sequential_residuals(gram).min(initial=np.inf) > 1e-5**2:
+        return np.arange(p)
+    R = scipy.linalg.qr(scaled, mode="economic", check_finite=False)[1]
+    if R.shape[0] < p:
+        R = np.vstack([R, np.zeros((p - R.shape[0], p))])
+    return _independent_from_triangular(R, tol)
+
+
+def _sequential_residuals(gram: np.ndarray) -> np.ndarray:
+    """Squared relative residual of each column given all earlier ones (Cholesky pivots / diagonal)."""
+    p = gram.shape[0]
+    norms = np.diag(gram).copy()
+    if np.any(norms <= 0):
+        return np.zeros(p)
+    scale = 1.0 / np.sqrt(norms)
+    work = gram * scale[:, None] * scale[None, :]
+    out = np.empty(p)
+    for j in range(p):
+        pivot = work[j, j]
+        out[j] = pivot
+        if pivot <= 1e-15:
+            return np.minimum(out, 0.0)
+        work[j + 1 :, j + 1 :] -= np.outer(work[j + 1 :, j], work[j, j + 1 :]) / pivot
+    return out
+
+
+def _independent_from_triangular(R: np.ndarray, tol: float) -> np.ndarray:
+    """The dqrdc2-style scan on the triangular factor (R'R = X'WX)."""
     norms = np.linalg.norm(R, axis=0)
     kept: list[int] = []
     basis = np.zeros((R.shape[0], 0))
@@ -193,20 +227,29 @@ def prepare(data: TrainingData, reml: bool, *, warn: bool = True) -> Prepared:
         groups = None if groups is None else groups.loc[rows].reset_index(drop=True)
     n = len(y)
 
-    design, fixed_names = fixed_design(X, data.fit_intercept, data.feature_names)
-    kept = independent_columns(design, weights)
+    # [design y] in one buffer: the design (intercept first) and the response
+    # are views of it, so the n rows are copied once.
+    offset = 1 if data.fit_intercept else 0
+    fixed_names = ([INTERCEPT] if data.fit_intercept else []) + list(data.feature_names)
+    stacked = np.empty((n, X.shape[1] + offset + 1))
+    if offset:
+        stacked[:, 0] = 1.0
+    stacked[:, offset:-1] = X
+    stacked[:, -1] = y
+    kept = independent_columns(stacked[:, :-1], weights)
     kept_set = set(kept.tolist())
     dropped = [fixed_names[j] for j in range(len(fixed_names)) if j not in kept_set]
-    if dropped and warn:
-        _warnings.warn_rank_deficient(dropped, len(fixed_names))
-    design = design[:, kept]
+    if dropped:
+        if warn:
+            _warnings.warn_rank_deficient(dropped, len(fixed_names))
+        stacked = stacked[:, [*kept.tolist(), stacked.shape[1] - 1]]
 
     terms = build_terms(data.specs, X, list(data.feature_names), groups) if data.specs else []
     check_identifiable(terms, n)
     if terms and n <= len(kept):
         raise ValueError(f"{n} observations are too few for {len(kept)} fixed effects and a residual variance")
-    problem = ProfiledDeviance(terms, design, y, weights, reml)
-    return Prepared(problem, terms, design, fixed_names, kept, dropped, y, weights, n)
+    problem = ProfiledDeviance.from_stacked(terms, stacked, weights, reml)
+    return Prepared(problem, terms, stacked[:, :-1], fixed_names, kept, dropped, stacked[:, -1], weights, n)
 
 
 def fit_lmm(data: TrainingData, *, reml: bool = True, max_evaluations: int = 10_000) -> LmmFit:

@@ -283,3 +283,23 @@ def test_formula_error_points_at_position():
         MixedLinearRegressor("(1 + x | g) + (1 ? h)").fit(np.ones((4, 1)), np.arange(4.0), groups=[0, 0, 1, 1])
     assert info.value.pos == 17
     assert "^" in str(info.value)
+
+
+def test_independent_columns_follows_lme4_tolerance():
+    """Columns are aliased when their residual on earlier columns is below 1e-7 of their norm
+    (R's qr tolerance, which lme4 uses); clearly independent columns take the Gram fast path."""
+    from sklmm._fit import independent_columns
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(500, 2))
+    noise = rng.normal(size=500)
+    noise -= x @ np.linalg.lstsq(x, noise, rcond=None)[0]
+    noise /= np.linalg.norm(noise)
+    base = x[:, 0] + x[:, 1]
+    for eps, kept in [(1e-3, 3), (1e-6, 3), (1e-9, 2)]:
+        column = base + eps * np.linalg.norm(base) * noise  # relative residual eps
+        design = np.column_stack([x, column])
+        assert len(independent_columns(design, None)) == kept, eps
+    assert list(independent_columns(np.column_stack([x, x[:, :1]]), None)) == [0, 1]
+    weights = rng.uniform(0.5, 2, size=500)
+    assert list(independent_columns(np.column_stack([x, 3 * x[:, 1]]), weights)) == [0, 1]
