@@ -73,9 +73,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
-from scipy.linalg import lapack
 
-from ._crossblock import make_cross
+from ._rest import _cholesky, make_rest
 from ._design import ReTerm, lower_triangle_colmajor
 
 _LOG_2PI = np.log(2.0 * np.pi)
@@ -97,22 +96,6 @@ def _term_transpose_matrix(term: ReTerm) -> sp.csc_matrix:
     indices = (term.refs[:, None] * p + np.arange(p)).ravel()
     indptr = np.arange(0, n * p + 1, p)
     return sp.csc_matrix((z.ravel(), indices, indptr), shape=(term.q, n))
-
-
-def _cholesky(a: np.ndarray) -> np.ndarray:
-    """Lower Cholesky factor of a symmetric matrix, in Fortran order.
-
-    Overwrites ``a``.  LAPACK works in Fortran order; a C-ordered symmetric
-    matrix is its own transpose, so ``a.T`` is passed (a view, no copy) and
-    the factor stays in Fortran order for the triangular solves and the
-    inverse that follow.  Raises numpy's LinAlgError if ``a`` is not
-    positive definite.
-    """
-    target = a.T if a.flags.c_contiguous else np.asfortranarray(a)
-    factor, info = lapack.dpotrf(target, lower=1, clean=1, overwrite_a=1)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"matrix is not positive definite (leading minor {info})")
-    return factor
 
 
 @dataclass
@@ -210,19 +193,13 @@ class ProfiledDeviance:
         if not rest:
             return
 
-        # The rest: every other term, stacked.
+        # The rest: every other term, stacked; dense or block-diagonal (_rest).
         Zt_rest = sp.vstack([_term_transpose_matrix(t) for t in rest], format="csr")
-        self.q_rest = Zt_rest.shape[0]
-        offset = 0
-        for term in rest:
-            self.rest_layout.append((offset, term.n_levels, term.n_columns))
-            offset += term.q
         Zt0W = Zt0 if weights is None else Zt0 @ sp.diags(weights)
-        # A_r0 = Z_r' W Z_0 (cross block), A_rr = Z_r' W Z_r (dense), A_Xr = [X y]' W Z_r.
-        self.cross = make_cross((Zt_rest @ Zt0W.T).tocsr(), self.m0, self.p0)
         Zt_rest_w = Zt_rest if weights is None else Zt_rest @ sp.diags(weights)
-        self.Arr = np.asarray((Zt_rest_w @ Zt_rest.T).toarray())
-        self.AXr = np.asarray((Zt_rest @ WXY).T)
+        self.rest = make_rest(rest, Zt_rest, Zt0W, Zt_rest_w, WXY, first.refs, self.m0, self.p0)
+        self.q_rest = self.rest.q
+        self.rest_layout = self.rest.layout
 
     # -- theta -> Lambda ------------------------------------------------------
 
@@ -242,22 +219,6 @@ class ProfiledDeviance:
         """lme4's starting value: identity lambda for every term."""
         bounds = self.lower_bounds()
         return np.where(bounds == 0.0, 1.0, 0.0)
-
-    def _lambda_rest_T(self, lams: list[np.ndarray], V: np.ndarray) -> np.ndarray:
-        """Lambda_r' V for V with q_r rows (Lambda_r block diagonal over the rest terms)."""
-        out = np.empty_like(V)
-        for (offset, m, p), lam in zip(self.rest_layout, lams[1:]):
-            block = V[offset : offset + m * p].reshape(m, p, -1)
-            out[offset : offset + m * p] = np.einsum("ji,ljk->lik", lam, block).reshape(m * p, -1)
-        return out
-
-    def _lambda_rest(self, lams: list[np.ndarray], V: np.ndarray) -> np.ndarray:
-        """Lambda_r V for V with q_r rows."""
-        out = np.empty_like(V)
-        for (offset, m, p), lam in zip(self.rest_layout, lams[1:]):
-            block = V[offset : offset + m * p].reshape(m, p, -1)
-            out[offset : offset + m * p] = np.einsum("ij,ljk->lik", lam, block).reshape(m * p, -1)
-        return out
 
     # -- the blocked Cholesky factor -------------------------------------------
 
@@ -294,15 +255,8 @@ class ProfiledDeviance:
         Lrr = LXr = None
         if self.q_rest:
             W0 = M0 * M0 if self.p0 == 1 else M0 @ np.swapaxes(M0, 1, 2)
-            # Lrr Lrr' = Lambda_r' (A_rr - A_r0 W0 A_0r) Lambda_r + I
-            B = self.Arr - self.cross.gram(W0)
-            B = self._lambda_rest_T(lams, self._lambda_rest_T(lams, B).T)
-            B[np.diag_indices_from(B)] += 1.0
-            Lrr = _cholesky(B)
-            # LXr Lrr' = (A_Xr - A_X0 W0 A_0r) Lambda_r
             W0AX0 = np.einsum("lcd,jld->lcj", W0, self.AX0, optimize=True).reshape(self.m0 * self.p0, p + 1)
-            C = self._lambda_rest_T(lams, self.AXr.T - self.cross.apply(W0AX0))
-            LXr = scipy.linalg.solve_triangular(Lrr, C, lower=True, check_finite=False).T
+            Lrr, LXr = self.rest.factor(lams[1:], W0, W0AX0)
             S -= LXr @ LXr.T
         return Factorization(theta, lams, L00, M0, LX0, Lrr, LXr, _cholesky(S))
 
@@ -315,7 +269,7 @@ class ProfiledDeviance:
         if fac.L00 is not None:
             ldL2 += 2.0 * float(np.sum(np.log(np.diagonal(fac.L00, axis1=1, axis2=2))))
         if fac.Lrr is not None:
-            ldL2 += 2.0 * float(np.sum(np.log(np.diag(fac.Lrr))))
+            ldL2 += 2.0 * self.rest.log_diagonal_sum(fac.Lrr)
         dX = np.diag(fac.LXX)
         ldRX2 = 2.0 * float(np.sum(np.log(dX[:p])))
         pwrss = float(dX[p] ** 2)
@@ -356,9 +310,9 @@ class ProfiledDeviance:
         rhs0 = rhs_X[:, :q0]
         u_r = None
         if self.q_rest:
-            u_r = scipy.linalg.solve_triangular(fac.Lrr.T, rhs_X[:, q0:].T, lower=False, check_finite=False).T
+            u_r = self.rest.solve_upper(fac.Lrr, rhs_X[:, q0:].T).T
             # rhs0 -= Lr0' u_r, with Lr0' = M0' A_0r Lambda_r
-            AT = self.cross.apply_T(self._lambda_rest(fac.lams, u_r.T)).T.reshape(k, self.m0, self.p0)
+            AT = self.rest.cross.apply_T(self.rest.lam(fac.lams[1:], u_r.T)).T.reshape(k, self.m0, self.p0)
             rhs0 = rhs0 - np.einsum("ldc,kld->klc", fac.M0, AT).reshape(k, q0)
         rhs0 = rhs0.reshape(k, self.m0, self.p0)
         if self.p0 == 1:
@@ -457,9 +411,10 @@ class ProfiledDeviance:
         out = []
         if self.q_rest:
             u_r = np.concatenate([ut.ravel() for ut in u[1:]])
-            b_r = self._lambda_rest(fac.lams, u_r[:, None])[:, 0]
-            R0 = R0 - self.cross.apply_T(b_r[:, None])[:, 0].reshape(self.m0, self.p0)
-            Rr = self.AXr[p] - self.AXr[:p].T @ beta - self.cross.apply(b0.reshape(-1, 1))[:, 0] - self.Arr @ b_r
+            b_r = self.rest.lam(fac.lams[1:], u_r[:, None])[:, 0]
+            R0 = R0 - self.rest.cross.apply_T(b_r[:, None])[:, 0].reshape(self.m0, self.p0)
+            AXr = self.rest.AXr
+            Rr = AXr[p] - AXr[:p].T @ beta - self.rest.cross.apply(b0.reshape(-1, 1))[:, 0] - self.rest.times_A(b_r)
         out.append(-2.0 * R0.T @ u[0])
         for (offset, m, pt), ut in zip(self.rest_layout, u[1:]):
             Rt = Rr[offset : offset + m * pt].reshape(m, pt)
@@ -508,18 +463,10 @@ class ProfiledDeviance:
             blocks0 = np.swapaxes(Linv, 1, 2) @ Linv
         blocks = [blocks0]
         if self.q_rest:
-            # Minv_rr = Lrr^-T Lrr^-1
-            Minv_rr, info = lapack.dpotri(fac.Lrr, lower=1)
-            if info != 0:
-                raise np.linalg.LinAlgError("dpotri failed")
-            Minv_rr = np.tril(Minv_rr) + np.tril(Minv_rr, -1).T
-            for offset, m, pt in self.rest_layout:
-                block = Minv_rr[offset : offset + m * pt, offset : offset + m * pt]
-                blocks.append(block.reshape(m, pt, m, pt)[np.arange(m), :, np.arange(m), :])
-            # the first term's part of M^-1 beyond J: J lambda0' T_l lambda0 J,
-            # T_l = A_r0[:, l]' (Lambda_r Minv_rr Lambda_r') A_r0[:, l]
-            N = self._lambda_rest(fac.lams, self._lambda_rest(fac.lams, Minv_rr).T)
-            T = self.cross.quad(N)
+            # M^-1's rest blocks, and T_l = A_r0[:, l]' Lambda_r Minv_rr Lambda_r' A_r0[:, l];
+            # the first term's part of M^-1 beyond J is J lambda0' T_l lambda0 J.
+            rest_blocks, T = self.rest.inverse_blocks(fac.Lrr, fac.lams[1:])
+            blocks.extend(rest_blocks)
             JL = blocks0 @ fac.lams[0].T  # (m0, p0, p0): J_l lambda0'
             blocks[0] = blocks0 + JL @ T @ np.swapaxes(JL, 1, 2)
         if with_fixed and p > 0:

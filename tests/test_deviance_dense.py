@@ -145,3 +145,33 @@ def test_inverse_diagonal_blocks_match_dense_inverse(case_name):
                 start = offset + level * p
                 np.testing.assert_allclose(got[level], dense[with_fixed][start : start + p, start : start + p], rtol=1e-8, atol=1e-12)
             offset += m * p
+
+
+@pytest.mark.parametrize("case_name", ["pastes", "nested_slope", "cake"])
+def test_nested_and_dense_rest_agree(case_name, monkeypatch):
+    """The block-diagonal path for nested terms gives the dense path's objective and gradient."""
+    import sklmm._rest as rest
+
+    _, _, _, _, nested = _problem(case_name, True)
+    assert isinstance(nested.rest, rest.NestedRest)
+    monkeypatch.setattr(rest, "_is_nested", lambda *args: False)
+    _, _, _, _, dense = _problem(case_name, True)
+    assert isinstance(dense.rest, rest.DenseRest)
+    rng = np.random.default_rng(4)
+    lower = nested.lower_bounds()
+    for _ in range(3):
+        theta = rng.uniform(0.1, 2.0, size=nested.n_theta)
+        theta[lower < 0] = rng.uniform(-0.8, 0.8, size=(lower < 0).sum())
+        v1, g1 = nested.objective_and_gradient(theta)
+        v2, g2 = dense.objective_and_gradient(theta)
+        assert v1 == pytest.approx(v2, rel=1e-12)
+        np.testing.assert_allclose(g1, g2, rtol=1e-8, atol=1e-8)
+
+
+def test_dense_rest_too_large_is_refused_with_an_explanation(monkeypatch):
+    import sklmm._rest as rest
+
+    monkeypatch.setattr(rest, "DENSE_REST_MAX", 10)
+    # crossed3: f1 (40 levels) first; the rest, f2 and f3, have 15 + 5 random effects
+    with pytest.raises(ValueError, match=r"\(f2, f3\) have 20 random effects in all, and they are crossed"):
+        _problem("crossed3", True)

@@ -1,0 +1,249 @@
+"""The random-effects terms after the first: their blocks of A and of L.
+
+The first term (most levels) has a block-diagonal diagonal block of L; the
+terms after it ("the rest") have one that holds whatever fill-in the first
+term causes.  Two structures, chosen when the model is built:
+
+:class:`DenseRest`
+    Crossed factors fill the block in: A_rr and L_rr are dense q_r x q_r,
+    the cross block A_r0 is a :mod:`sklmm._crossblock` object.
+:class:`NestedRest`
+    One rest term in which the first term is nested (every level of the
+    first term lies within one level of the rest term: ``(1 | a/b)``, where
+    ``a:b`` is first and ``a`` the rest).  Then nothing fills in: A_rr, the
+    Gram correction and L_rr stay block diagonal, one p_r x p_r block per
+    rest level, and all work is batched over levels.
+
+Both implement the same operations (``Sets`` and returns as documented);
+``_deviance.ProfiledDeviance`` calls only these.  Symbols as in
+:mod:`sklmm._deviance`: W0 = M0 M0' per first-term level, Lambda_r the
+block-diagonal factor of the rest terms.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse as sp
+from scipy.linalg import lapack
+
+from ._crossblock import make_cross
+
+#: A dense rest block larger than this (q_r) would need q_r^2 doubles several
+#: times over; sklmm refuses it with an explanation instead of exhausting memory.
+DENSE_REST_MAX = 20_000
+
+
+def _cholesky(a: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor of a symmetric matrix, in Fortran order (overwrites ``a``).
+
+    LAPACK works in Fortran order; a C-ordered symmetric matrix is its own
+    transpose, so ``a.T`` is passed (a view, no copy) and the factor stays in
+    Fortran order for the triangular solves and the inverse that follow.
+    Raises numpy's LinAlgError if ``a`` is not positive definite.
+    """
+    target = a.T if a.flags.c_contiguous else np.asfortranarray(a)
+    factor, info = lapack.dpotrf(target, lower=1, clean=1, overwrite_a=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"matrix is not positive definite (leading minor {info})")
+    return factor
+
+
+def make_rest(rest_terms, Zt_rest: sp.csr_matrix, Zt0W: sp.spmatrix, Zt_rest_w: sp.spmatrix, WXY: np.ndarray, first_refs: np.ndarray, m0: int, p0: int):
+    """The cheaper structure for the rest terms (see the module docstring).
+
+    Parameters
+    ----------
+    rest_terms : list of ReTerm
+    Zt_rest : sparse (q_r, n)
+        Z_r' of the stacked rest terms.
+    Zt0W : sparse (q0, n)
+        Z_0' W.
+    Zt_rest_w : sparse (q_r, n)
+        Z_r' W.
+    WXY : ndarray (n, p + 1)
+        W [X y].
+    first_refs : ndarray (n,)
+        Level codes of the first term.
+    m0, p0 : int
+        Levels and columns of the first term.
+    """
+    Ar0 = (Zt_rest @ Zt0W.T).tocsr()
+    AXr = np.asarray((Zt_rest @ WXY).T)
+    if len(rest_terms) == 1 and _is_nested(first_refs, rest_terms[0].refs, m0):
+        term = rest_terms[0]
+        return NestedRest(term, Ar0, Zt_rest_w @ Zt_rest.T, AXr, first_refs, m0, p0)
+    q_rest = Zt_rest.shape[0]
+    if q_rest > DENSE_REST_MAX:
+        names = ", ".join(t.factor_name for t in rest_terms)
+        raise ValueError(
+            f"the random-effects terms after the one with most levels ({names}) have {q_rest} "
+            f"random effects in all, and they are crossed with it, so their block of the Cholesky "
+            f"factor is dense: {q_rest}^2 numbers ({q_rest**2 * 8 / 2**30:.1f} GiB) factored at every "
+            f"evaluation. sklmm holds such blocks up to {DENSE_REST_MAX} random effects. Simplify "
+            "the model (fewer levels or slopes on these factors), or make a factor nested in the "
+            "largest one (its levels within one level of it), which needs no dense block."
+        )
+    layout = []
+    offset = 0
+    for term in rest_terms:
+        layout.append((offset, term.n_levels, term.n_columns))
+        offset += term.q
+    Arr = np.asarray((Zt_rest_w @ Zt_rest.T).toarray())
+    return DenseRest(layout, Arr, AXr, make_cross(Ar0, m0, p0))
+
+
+def _is_nested(first_refs: np.ndarray, rest_refs: np.ndarray, m0: int) -> bool:
+    """Whether every level of the first term lies within a single rest level."""
+    parent = np.full(m0, -1, dtype=np.int64)
+    parent[first_refs] = rest_refs
+    return bool(np.all(parent[first_refs] == rest_refs))
+
+
+def _apply_lambda(lam: np.ndarray, V: np.ndarray, m: int, p: int, transpose: bool) -> np.ndarray:
+    """(I_m (x) lambda) V, or with lambda', for V of shape (m p, k)."""
+    block = V.reshape(m, p, -1)
+    spec = "ji,ljk->lik" if transpose else "ij,ljk->lik"
+    return np.einsum(spec, lam, block).reshape(m * p, -1)
+
+
+class DenseRest:
+    """Crossed rest terms: dense A_rr and L_rr (q_r x q_r)."""
+
+    def __init__(self, layout, Arr: np.ndarray, AXr: np.ndarray, cross):
+        self.layout = layout  # (offset, m_t, p_t) per rest term
+        self.q = Arr.shape[0]
+        self.Arr = Arr  # Z_r' W Z_r
+        self.AXr = AXr  # [X y]' W Z_r, (p + 1, q_r)
+        self.cross = cross  # Z_r' W Z_0
+
+    def lam(self, lams, V: np.ndarray, transpose: bool = False) -> np.ndarray:
+        """Lambda_r V (or Lambda_r' V) for V with q_r rows."""
+        out = np.empty_like(V)
+        for (offset, m, p), lam in zip(self.layout, lams):
+            out[offset : offset + m * p] = _apply_lambda(lam, V[offset : offset + m * p], m, p, transpose)
+        return out
+
+    def factor(self, lams, W0: np.ndarray, W0AX0: np.ndarray):
+        """L_rr and L_Xr (see _deviance's docstring); L_rr is a dense Fortran-ordered array."""
+        B = self.Arr - self.cross.gram(W0)
+        B = self.lam(lams, self.lam(lams, B, transpose=True).T, transpose=True)
+        B[np.diag_indices_from(B)] += 1.0
+        Lrr = _cholesky(B)
+        C = self.lam(lams, self.AXr.T - self.cross.apply(W0AX0), transpose=True)
+        LXr = scipy.linalg.solve_triangular(Lrr, C, lower=True, check_finite=False).T
+        return Lrr, LXr
+
+    def log_diagonal_sum(self, Lrr) -> float:
+        return float(np.sum(np.log(np.diag(Lrr))))
+
+    def solve_upper(self, Lrr, rhs: np.ndarray) -> np.ndarray:
+        """L_rr'^-1 rhs for rhs of shape (q_r, k)."""
+        return scipy.linalg.solve_triangular(Lrr.T, rhs, lower=False, check_finite=False)
+
+    def times_A(self, b: np.ndarray) -> np.ndarray:
+        """A_rr b for b of shape (q_r,)."""
+        return self.Arr @ b
+
+    def inverse_blocks(self, Lrr, lams):
+        """Diagonal blocks of M_rr^-1 = L_rr^-T L_rr^-1 per rest term, and the first term's T_l.
+
+        Returns (list of (m_t, p_t, p_t) arrays, T of shape (m0, p0, p0)) with
+        T_l = A_r0[:, l]' Lambda_r M_rr^-1 Lambda_r' A_r0[:, l].
+        """
+        Minv, info = lapack.dpotri(Lrr, lower=1)
+        if info != 0:
+            raise np.linalg.LinAlgError("dpotri failed")
+        Minv = np.tril(Minv) + np.tril(Minv, -1).T
+        blocks = []
+        for offset, m, p in self.layout:
+            block = Minv[offset : offset + m * p, offset : offset + m * p]
+            blocks.append(block.reshape(m, p, m, p)[np.arange(m), :, np.arange(m), :])
+        N = self.lam(lams, self.lam(lams, Minv).T)
+        return blocks, self.cross.quad(N)
+
+
+class NestedRest:
+    """One rest term in which the first term is nested: everything block diagonal per rest level."""
+
+    def __init__(self, term, Ar0: sp.csr_matrix, Arr: sp.spmatrix, AXr: np.ndarray, first_refs: np.ndarray, m0: int, p0: int):
+        m, p = term.n_levels, term.n_columns
+        self.layout = [(0, m, p)]
+        self.q = m * p
+        self.m, self.p, self.m0, self.p0 = m, p, m0, p0
+        # A_rr is block diagonal for a single term: (m, p, p).
+        dense_diag = sp.csr_matrix(Arr)
+        rows = (np.arange(m)[:, None, None] * p + np.arange(p)[None, :, None]) + np.zeros((1, 1, p), dtype=int)
+        cols = (np.arange(m)[:, None, None] * p + np.arange(p)[None, None, :]) + np.zeros((1, p, 1), dtype=int)
+        self.A = np.asarray(dense_diag[rows.ravel(), cols.ravel()]).reshape(m, p, p)
+        self.AXr = AXr
+        # parent rest level of each first-term level, and the p x p0 blocks of A_r0
+        self.parent = np.zeros(m0, dtype=np.intp)
+        self.parent[first_refs] = term.refs
+        rows = (self.parent[:, None, None] * p + np.arange(p)[None, :, None]) + np.zeros((1, 1, p0), dtype=int)
+        cols = (np.arange(m0)[:, None, None] * p0 + np.arange(p0)[None, None, :]) + np.zeros((1, p, 1), dtype=int)
+        self.Ab = np.asarray(Ar0[rows.ravel(), cols.ravel()]).reshape(m0, p, p0)
+
+    def _sum_by_parent(self, per_level: np.ndarray) -> np.ndarray:
+        """Sum (m0, a, b) arrays over the first-term levels of each rest level: (m, a, b)."""
+        a, b = per_level.shape[1:]
+        flat = per_level.reshape(self.m0, a * b)
+        out = np.empty((self.m, a * b))
+        for j in range(a * b):
+            out[:, j] = np.bincount(self.parent, weights=flat[:, j], minlength=self.m)
+        return out.reshape(self.m, a, b)
+
+    def lam(self, lams, V: np.ndarray, transpose: bool = False) -> np.ndarray:
+        return _apply_lambda(lams[0], V, self.m, self.p, transpose)
+
+    def factor(self, lams, W0: np.ndarray, W0AX0: np.ndarray):
+        """L_rr as (m, p, p) lower blocks and L_Xr (p+1, q_r)."""
+        lam = lams[0]
+        G = self._sum_by_parent(self.Ab @ W0 @ np.swapaxes(self.Ab, 1, 2))
+        B = np.einsum("ji,ljk,km->lim", lam, self.A - G, lam, optimize=True)
+        B += np.eye(self.p)
+        Lrr = np.linalg.cholesky(B)
+        k = W0AX0.shape[1]
+        # A_rX - A_r0 W0 A_0X, block by block
+        correction = self._sum_by_parent(self.Ab @ W0AX0.reshape(self.m0, self.p0, k))
+        C = self.AXr.T.reshape(self.m, self.p, k) - correction
+        C = np.einsum("ji,ljk->lik", lam, C)
+        LXr = np.linalg.solve(Lrr, C).reshape(self.q, k).T
+        return Lrr, LXr
+
+    def log_diagonal_sum(self, Lrr) -> float:
+        return float(np.sum(np.log(np.diagonal(Lrr, axis1=1, axis2=2))))
+
+    def solve_upper(self, Lrr, rhs: np.ndarray) -> np.ndarray:
+        k = rhs.shape[1]
+        out = np.linalg.solve(np.swapaxes(Lrr, 1, 2), rhs.reshape(self.m, self.p, k))
+        return out.reshape(self.q, k)
+
+    def times_A(self, b: np.ndarray) -> np.ndarray:
+        return np.einsum("lcd,ld->lc", self.A, b.reshape(self.m, self.p)).ravel()
+
+    def inverse_blocks(self, Lrr, lams):
+        Linv = np.linalg.inv(Lrr)
+        Minv = np.swapaxes(Linv, 1, 2) @ Linv  # (m, p, p)
+        lam = lams[0]
+        N = lam @ Minv @ lam.T
+        Np = N[self.parent]  # each first-term level's parent block
+        T = np.swapaxes(self.Ab, 1, 2) @ Np @ self.Ab
+        return [Minv], T
+
+    # the cross block's products, as DenseRest's cross object offers them
+    @property
+    def cross(self):
+        return self
+
+    def apply(self, Y: np.ndarray) -> np.ndarray:
+        """A_r0 Y for Y of shape (q0, k)."""
+        k = Y.shape[1]
+        per_level = self.Ab @ Y.reshape(self.m0, self.p0, k)
+        return self._sum_by_parent(per_level).reshape(self.q, k)
+
+    def apply_T(self, V: np.ndarray) -> np.ndarray:
+        """A_r0' V for V of shape (q_r, k)."""
+        k = V.shape[1]
+        blocks = V.reshape(self.m, self.p, k)[self.parent]
+        return (np.swapaxes(self.Ab, 1, 2) @ blocks).reshape(self.m0 * self.p0, k)
