@@ -11,6 +11,7 @@ levels, largest first.  ``theta`` follows that order.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -242,7 +243,24 @@ def lookup_levels(groups: pd.DataFrame, factors: tuple[str, ...], levels: pd.Ind
         for name in factors[1:]:
             values = np.char.add(np.char.add(values, ":"), np.asarray(groups[name]).astype(str))
     try:
-        return np.asarray(levels.get_indexer(values), dtype=np.intp)
+        codes = np.asarray(levels.get_indexer(values), dtype=np.intp)
     except (TypeError, ValueError):
         # Labels of a type that cannot be compared with the fitted ones: none is known.
-        return np.full(len(values), -1, dtype=np.intp)
+        codes = np.full(len(values), -1, dtype=np.intp)
+    if len(values) and not np.any(codes >= 0) and _is_numeric(levels) != _is_numeric(values):
+        fitted = "numbers" if _is_numeric(levels) else "strings"
+        given = "numbers" if _is_numeric(values) else "strings"
+        warnings.warn(
+            f"groups column {':'.join(factors)!r} holds {given} but the model was fitted with "
+            f"{fitted} as its levels, so no level matches and every prediction is population-level "
+            f"for this factor. Convert the labels to the type used in fit (e.g. .astype(str)).",
+            UserWarning,
+            stacklevel=3,
+        )
+    return codes
+
+
+def _is_numeric(values) -> bool:
+    """Numbers (not strings or other objects) as labels."""
+    dtype = getattr(values, "dtype", None)
+    return dtype is not None and dtype.kind in "iufb"

@@ -303,3 +303,15 @@ def test_independent_columns_follows_lme4_tolerance():
     assert list(independent_columns(np.column_stack([x, x[:, :1]]), None)) == [0, 1]
     weights = rng.uniform(0.5, 2, size=500)
     assert list(independent_columns(np.column_stack([x, 3 * x[:, 1]]), weights)) == [0, 1]
+
+
+def test_predict_warns_when_label_types_differ_from_fit(sleepstudy, sleep_model):
+    """Integer labels for a model fitted with strings match nothing: say so instead of
+    silently predicting at population level.  New levels of the right type stay silent."""
+    X, _, groups = sleepstudy
+    with pytest.warns(UserWarning, match=r"'Subject' holds numbers but the model was fitted with strings"):
+        out = sleep_model.predict(X, groups=groups.astype(int))
+    np.testing.assert_allclose(out, sleep_model.predict(X))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sleep_model.predict(X, groups=pd.DataFrame({"Subject": ["new"] * len(X)}))
