@@ -23,9 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import Bounds, minimize
 
-from sklmm._design import build_terms
-from sklmm._deviance import ProfiledDeviance
-from sklmm._fit import fixed_design
+from sklmm._fit import TrainingData, prepare
 from sklmm._formula import parse_random_effects
 from sklmm._optimize import FINAL_RADIUS, optimize_theta
 
@@ -36,14 +34,13 @@ def problems():
     for folder in sorted(p for p in DATA.iterdir() if (p / "spec.json").exists()):
         spec = json.loads((folder / "spec.json").read_text())
         ref = json.loads((folder / "reference.json").read_text())
-        data = pd.read_csv(folder / "data.csv", dtype={g: str for g in spec["groups"]})
-        X = data[spec["fixed"]].to_numpy(float)
-        y = data[spec["response"]].to_numpy(float)
-        w = data[spec["weights"]].to_numpy(float) if isinstance(spec["weights"], str) else None
-        terms = build_terms(parse_random_effects(spec["random_effects"]), X, spec["fixed"], data[spec["groups"]])
-        design, _ = fixed_design(X, True, spec["fixed"])
+        frame = pd.read_csv(folder / "data.csv", dtype={g: str for g in spec["groups"]})
+        X = frame[spec["fixed"]].to_numpy(float)
+        y = frame[spec["response"]].to_numpy(float)
+        w = frame[spec["weights"]].to_numpy(float) if isinstance(spec["weights"], str) else None
+        data = TrainingData(X, y, frame[spec["groups"]], w, parse_random_effects(spec["random_effects"]), spec["fixed"], True)
         for method in ("reml", "ml"):
-            yield folder.name, method, ProfiledDeviance(terms, design, y, w, method == "reml"), ref[method]
+            yield folder.name, method, prepare(data, method == "reml").problem, ref[method]
 
 
 def run(name, problem):

@@ -19,9 +19,7 @@ import pandas as pd
 import pytest
 
 from reference_cases import load_case
-from sklmm._design import build_terms
-from sklmm._deviance import ProfiledDeviance
-from sklmm._fit import fixed_design
+from sklmm._fit import TrainingData, prepare
 from sklmm._formula import parse_random_effects
 
 CASES = ["synthetic", "sleepstudy", "sleepstudy_weighted", "penicillin", "pastes", "crossed3", "nested_slope", "slopes3_corr", "zerocorr_crossed", "weighted_slope", "dyestuff"]
@@ -86,12 +84,10 @@ def _problem(case_name, reml):
         case = load_case(case_name)
         X, y, groups, w = case.arrays()
         formula = case.spec["random_effects"]
-    specs = parse_random_effects(formula)
-    terms = build_terms(specs, X.to_numpy(), list(X.columns), groups)
-    design, _ = fixed_design(X.to_numpy(), True, list(X.columns))
+    data = TrainingData(X.to_numpy(), y, groups, w, parse_random_effects(formula), list(X.columns), True)
+    prepared = prepare(data, reml)
     weights = np.ones(len(y)) if w is None else w
-    return terms, design, y, weights, ProfiledDeviance(terms, design, y, w, reml)
-
+    return prepared.terms, prepared.design, y, weights, prepared.problem
 
 @pytest.mark.parametrize("reml", [True, False], ids=["reml", "ml"])
 @pytest.mark.parametrize("case_name", CASES)
