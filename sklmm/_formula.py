@@ -58,7 +58,26 @@ class TermSpec:
 
 
 class FormulaError(ValueError):
-    """A ``random_effects`` string that does not parse, with its position."""
+    """A ``random_effects`` string that does not parse, with its position.
+
+    Attributes
+    ----------
+    formula : str
+        The string.
+    pos : int
+        Position (0-based) of the offending character.
+
+    Examples
+    --------
+    >>> from sklmm import FormulaError, MixedLinearRegressor
+    >>> from sklmm.datasets import load_sleepstudy
+    >>> X, y, groups = load_sleepstudy(return_X_y_groups=True)
+    >>> try:
+    ...     MixedLinearRegressor("(1 + Days | Subject").fit(X, y, groups=groups)
+    ... except FormulaError as error:
+    ...     print(error.pos)
+    19
+    """
 
     def __init__(self, formula: str, pos: int, message: str):
         self.formula = formula

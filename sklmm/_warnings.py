@@ -14,15 +14,57 @@ class SingularFitWarning(UserWarning):
     zero is below 1e-4.  The fit is valid but on the boundary of the
     parameter space; the random-effects structure is likely more complex
     than the data support.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import numpy as np
+    >>> from sklmm import MixedLinearRegressor, SingularFitWarning
+    >>> rng = np.random.default_rng(1)
+    >>> g = np.repeat(np.arange(8), 6)
+    >>> x = rng.normal(size=(48, 1))
+    >>> y = 2.0 + x[:, 0] + rng.normal(size=48)        # no group effect in the data
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     model = MixedLinearRegressor("(1 | group)").fit(x, y, groups=g)
+    >>> caught[0].category is SingularFitWarning, model.singular_
+    (True, True)
     """
 
 
 class RankDeficientWarning(UserWarning):
-    """Fixed-effect columns were dropped because they are linear combinations of others."""
+    """Fixed-effect columns were dropped because they are linear combinations of others.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from sklmm import MixedLinearRegressor, RankDeficientWarning
+    >>> from sklmm.datasets import load_sleepstudy
+    >>> X, y, groups = load_sleepstudy(return_X_y_groups=True)
+    >>> X["Days2"] = 2 * X["Days"]                      # a copy of Days, rescaled
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     model = MixedLinearRegressor("(1 | Subject)").fit(X, y, groups=groups)
+    >>> caught[0].category is RankDeficientWarning, model.coef_.round(3).tolist()
+    (True, [10.467, 0.0])
+    """
 
 
 class ExactFitWarning(UserWarning):
-    """The response is fitted exactly; the residual variance is zero."""
+    """The response is fitted exactly; the residual variance is zero.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import numpy as np
+    >>> from sklmm import ExactFitWarning, MixedLinearRegressor
+    >>> x = np.arange(5.0).reshape(-1, 1)
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     model = MixedLinearRegressor().fit(x, 1.0 + 2.0 * x[:, 0])    # no groups: least squares
+    >>> caught[0].category is ExactFitWarning, model.sigma_
+    (True, 0.0)
+    """
 
 
 def warn_singular(fit) -> None:
@@ -63,7 +105,7 @@ def warn_rank_deficient(dropped: list[str], n_columns: int) -> None:
         "are reported as 0.0 and have no standard error; remove the redundant columns "
         "to silence this warning.",
         RankDeficientWarning,
-        stacklevel=4,
+        stacklevel=5,
     )
 
 
@@ -73,5 +115,5 @@ def warn_exact_fit(n_obs: int, n_params: int) -> None:
         "coefficients): the residual variance is 0, so sigma_ is 0.0, the likelihood is "
         "unbounded (objective_ = -inf) and standard errors are undefined (NaN).",
         ExactFitWarning,
-        stacklevel=4,
+        stacklevel=5,
     )

@@ -172,10 +172,6 @@ PUBLIC_MODULES = ["sklmm", "sklmm.datasets"]
 #: one; delete names from the set as their docstrings gain examples.
 MISSING_EXAMPLES = {
     # core
-    "sklmm.ExactFitWarning",
-    "sklmm.FormulaError",
-    "sklmm.RankDeficientWarning",
-    "sklmm.SingularFitWarning",
     "sklmm.MixedLinearRegressor.fit",
     "sklmm.MixedLinearRegressor.predict",
     "sklmm.MixedLinearRegressor.score",

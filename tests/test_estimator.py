@@ -315,3 +315,26 @@ def test_predict_warns_when_label_types_differ_from_fit(sleepstudy, sleep_model)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         sleep_model.predict(X, groups=pd.DataFrame({"Subject": ["new"] * len(X)}))
+
+
+def test_warnings_point_at_the_callers_line(sleepstudy):
+    """Each warning's stacklevel names the line that called fit, not sklmm's internals."""
+    from sklmm import ExactFitWarning
+
+    X, y, groups = sleepstudy
+    with pytest.warns(RankDeficientWarning) as record:
+        MixedLinearRegressor("(1 | Subject)").fit(X.assign(D2=2 * X["Days"]), y, groups=groups)
+    assert record[0].filename == __file__
+    with pytest.warns(ConvergenceWarning) as record:
+        MixedLinearRegressor("(1 + Days | Subject)", max_iter=3).fit(X, y, groups=groups)
+    assert record[0].filename == __file__
+    x = np.arange(5.0).reshape(-1, 1)
+    with pytest.warns(ExactFitWarning) as record:
+        MixedLinearRegressor().fit(x, 1.0 + 2.0 * x[:, 0])
+    assert record[0].filename == __file__
+    from sklmm import SingularFitWarning
+
+    X2, y2, groups2, _ = load_case("dyestuff2").arrays()
+    with pytest.warns(SingularFitWarning) as record:
+        MixedLinearRegressor("(1 | Batch)").fit(X2, y2, groups=groups2)
+    assert record[0].filename == __file__
