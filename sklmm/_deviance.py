@@ -147,16 +147,22 @@ class ProfiledDeviance:
         self._build(terms, XY, weights, reml)
 
     @classmethod
-    def from_stacked(cls, terms: list[ReTerm], XY: np.ndarray, weights: np.ndarray | None, reml: bool) -> "ProfiledDeviance":
-        """Build from ``[X y]`` already in one (n, p + 1) array (not copied)."""
+    def from_stacked(cls, terms: list[ReTerm], XY: np.ndarray, weights: np.ndarray | None, reml: bool, y_offset: float = 0.0) -> "ProfiledDeviance":
+        """Build from ``[X y]`` already in one (n, p + 1) array (not copied).
+
+        ``y_offset``: the y column is ``y - y_offset`` and X's first column is
+        the intercept; :meth:`solve` adds the offset back to the intercept.
+        """
         self = cls.__new__(cls)
         self._build(terms, XY, weights, reml)
+        self.y_offset = float(y_offset)
         return self
 
     def _build(self, terms: list[ReTerm], XY: np.ndarray, weights: np.ndarray | None, reml: bool) -> None:
         """The one pass over the n rows: every cross product the objective needs."""
         n, p = XY.shape[0], XY.shape[1] - 1
         self.n, self.p, self.reml = n, p, bool(reml)
+        self.y_offset = 0.0
         self.terms = terms
         self.ldW = 0.0 if weights is None else float(np.sum(np.log(weights)))
         self.theta_slices = []
@@ -214,6 +220,42 @@ class ProfiledDeviance:
             rows, cols = lower_triangle_colmajor(term.n_columns)
             bounds.append(np.where(rows == cols, 0.0, -np.inf))
         return np.concatenate(bounds) if bounds else np.empty(0)
+
+    def theta_scales(self) -> np.ndarray:
+        """A natural unit for each element of theta, from the data's scale.
+
+        Element (i, j) of lambda_t multiplies term column i of Z, whose
+        weighted root-mean-square over the rows is s_i = sqrt(sum w z_i^2 / n):
+        theta / (1 / s_i) is then on the same footing whatever the units of
+        that column or the scale of the weights (a slope on a covariate in
+        micro-units, weights of 1e-8).  The optimiser works in these units.
+        """
+        scales = []
+        for t, term in enumerate(self.terms):
+            if t == 0:
+                mean_square = np.einsum("lcc->c", self.A00) / self.n
+            else:
+                mean_square = self.rest.column_mean_squares(t - 1, self.n)
+            rms = np.sqrt(mean_square)
+            rows, _ = lower_triangle_colmajor(term.n_columns)
+            with np.errstate(divide="ignore"):
+                unit = np.where(rms[rows] > 0, 1.0 / rms[rows], 1.0)
+            scales.append(np.where(np.isfinite(unit), unit, 1.0))
+        return np.concatenate(scales) if scales else np.empty(0)
+
+    def column_partners(self) -> dict[int, list[int]]:
+        """For each diagonal element of theta, the elements below it in lambda's column.
+
+        With lambda_t[i, i] = 0 the objective does not depend on the signs of
+        lambda_t[j, i], j > i; they decide whether moving lambda_t[i, i] off
+        zero helps, so the optimiser's boundary probe tries both signs.
+        """
+        partners = {}
+        for term, sl in zip(self.terms, self.theta_slices):
+            rows, cols = lower_triangle_colmajor(term.n_columns)
+            for k in np.flatnonzero(rows == cols):
+                partners[sl.start + int(k)] = [sl.start + int(j) for j in np.flatnonzero((cols == cols[k]) & (rows > rows[k]))]
+        return partners
 
     def initial_theta(self) -> np.ndarray:
         """lme4's starting value: identity lambda for every term."""
@@ -331,10 +373,25 @@ class ProfiledDeviance:
         b : list of ndarray, one (n_levels, n_columns) array per term
         """
         beta, u = self._beta_u(fac)
+        if self.y_offset:
+            beta = beta.copy()
+            beta[0] += self.y_offset
         return beta, [ut @ lam.T for ut, lam in zip(u, fac.lams)]
 
+    def fixed_effects(self, fac: Factorization) -> np.ndarray:
+        """beta at the factor's theta (with ``y_offset`` restored to the intercept).
+
+        Read this rather than solving with ``fac.LXX`` directly: the y row of
+        the factor belongs to the centred response.
+        """
+        p = self.p
+        beta = scipy.linalg.solve_triangular(fac.LXX[:p, :p].T, fac.LXX[p, :p], lower=False, check_finite=False)
+        if self.y_offset:
+            beta[0] += self.y_offset
+        return beta
+
     def _beta_u(self, fac: Factorization) -> tuple[np.ndarray, list[np.ndarray]]:
-        """beta and the spherical random effects u, per term as (m_t, p_t)."""
+        """beta (for the centred y: without ``y_offset``) and the spherical random effects u, per term as (m_t, p_t)."""
         p = self.p
         LXX = fac.LXX
         beta = scipy.linalg.solve_triangular(LXX[:p, :p].T, LXX[p, :p], lower=False, check_finite=False)

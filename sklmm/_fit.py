@@ -25,12 +25,14 @@ from . import _warnings
 from ._design import ReTerm, build_terms
 from ._deviance import ProfiledDeviance
 from ._formula import INTERCEPT, TermSpec
-from ._optimize import optimize_theta
+from ._optimize import NoFiniteObjective, optimize_theta
 
 #: lme4's rank tolerance for the fixed-effects model matrix (``rankMatrix``).
 RANK_TOLERANCE = 1e-7
 #: lme4's ``isSingular`` tolerance on the bounded elements of theta.
 SINGULAR_TOLERANCE = 1e-4
+#: A residual standard deviation below this fraction of y's is an exact fit.
+EXACT_FIT_TOLERANCE = 1e-7
 
 
 @dataclass
@@ -235,7 +237,11 @@ def prepare(data: TrainingData, reml: bool, *, warn: bool = True) -> Prepared:
     if offset:
         stacked[:, 0] = 1.0
     stacked[:, offset:-1] = X
-    stacked[:, -1] = y
+    # With an intercept, y is centred (its weighted mean goes into the
+    # intercept, see ProfiledDeviance.y_offset): the likelihood is unchanged
+    # and the cross products keep their digits when y has a large offset.
+    y_offset = float(np.average(y, weights=weights)) if offset else 0.0
+    stacked[:, -1] = y - y_offset
     kept = independent_columns(stacked[:, :-1], weights)
     kept_set = set(kept.tolist())
     dropped = [fixed_names[j] for j in range(len(fixed_names)) if j not in kept_set]
@@ -248,8 +254,11 @@ def prepare(data: TrainingData, reml: bool, *, warn: bool = True) -> Prepared:
     check_identifiable(terms, n)
     if terms and n <= len(kept):
         raise ValueError(f"{n} observations are too few for {len(kept)} fixed effects and a residual variance")
-    problem = ProfiledDeviance.from_stacked(terms, stacked, weights, reml)
-    return Prepared(problem, terms, stacked[:, :-1], fixed_names, kept, dropped, stacked[:, -1], weights, n)
+    if dropped and 0 not in kept_set:
+        stacked[:, -1] += y_offset  # the intercept was aliased: nothing to absorb the offset
+        y_offset = 0.0
+    problem = ProfiledDeviance.from_stacked(terms, stacked, weights, reml, y_offset=y_offset)
+    return Prepared(problem, terms, stacked[:, :-1], fixed_names, kept, dropped, y, weights, n)
 
 
 def fit_lmm(data: TrainingData, *, reml: bool = True, max_evaluations: int = 10_000) -> LmmFit:
@@ -276,9 +285,24 @@ def fit_lmm(data: TrainingData, *, reml: bool = True, max_evaluations: int = 10_
     if not terms:
         return _least_squares_fit(problem, fixed_names, kept, dropped, n, reml)
 
-    result = optimize_theta(
-        problem.objective, problem.objective_and_gradient, problem.initial_theta(), problem.lower_bounds(), max_evaluations
-    )
+    check_computable(problem, prepared)
+    scale = problem.theta_scales()
+    try:
+        result = optimize_theta(
+            problem.objective,
+            problem.objective_and_gradient,
+            problem.initial_theta() * scale,  # lme4's start, in the data's units
+            problem.lower_bounds(),
+            max_evaluations,
+            scale=scale,
+            partners=problem.column_partners(),
+        )
+    except NoFiniteObjective as error:
+        raise ValueError(
+            f"the criterion could not be computed in double precision at any theta ({error}); "
+            f"{_scale_summary(prepared)}. Centre and rescale y and the columns of X (e.g. to "
+            "mean 0 and standard deviation 1) and fit again."
+        ) from None
     factor = problem.factorize(result.theta)
     ldL2, ldRX2, pwrss = problem.log_determinants(factor)
     objective = problem.criterion(ldL2, ldRX2, pwrss)
@@ -314,9 +338,57 @@ def fit_lmm(data: TrainingData, *, reml: bool = True, max_evaluations: int = 10_
     )
     if not result.converged:
         _warnings.warn_not_converged(result.message, result.n_evaluations, max_evaluations)
+    spread = _weighted_sd(prepared.y, prepared.weights)
+    if spread > 0 and sigma < EXACT_FIT_TOLERANCE * spread:
+        _warnings.warn_exact_fit_by_random_effects(sigma, spread)
     if singular:
         _warnings.warn_singular(fit)
     return fit
+
+
+def check_computable(problem: ProfiledDeviance, prepared: Prepared) -> None:
+    """Refuse, with the reason, data whose criterion is undefined or cannot be computed.
+
+    * cross products that overflow (or are not finite) in double precision;
+    * y fitted exactly by the fixed effects: the residual variance is 0 at
+      every theta and the likelihood is unbounded.
+    """
+    blocks = [problem.AXX] + ([problem.A00, problem.AX0] if problem.terms else [])
+    if not all(np.all(np.isfinite(block)) for block in blocks):
+        raise ValueError(
+            "the cross products of X, y and sample_weight overflow double precision "
+            f"({_scale_summary(prepared)}); rescale them (e.g. to standard deviation 1) and fit again."
+        )
+    p = problem.p
+    try:
+        ols = scipy.linalg.cholesky(problem.AXX, lower=True, check_finite=False)
+        rss = float(ols[p, p] ** 2)
+    except np.linalg.LinAlgError:
+        rss = 0.0
+    total = float(problem.AXX[p, p])
+    if rss <= EXACT_FIT_TOLERANCE**2 * total:
+        raise ValueError(
+            "y is fitted exactly by the fixed effects (the residual sum of squares of the "
+            "least-squares fit is 0, e.g. a constant y or y a linear function of X): the residual "
+            "variance is 0 at every theta, so the likelihood is unbounded and no variance "
+            "component can be estimated."
+        )
+
+
+def _weighted_sd(y: np.ndarray, weights: np.ndarray | None) -> float:
+    w = np.ones_like(y) if weights is None else weights
+    mean = np.sum(w * y) / np.sum(w)
+    return float(np.sqrt(np.sum(w * (y - mean) ** 2) / np.sum(w)))
+
+
+def _scale_summary(prepared: Prepared) -> str:
+    """The magnitudes that decide whether cross products are computable."""
+    parts = [f"largest |y| = {np.max(np.abs(prepared.y)):.3g}, sd(y) = {np.std(prepared.y):.3g}"]
+    if prepared.design.shape[1]:
+        parts.append(f"largest |X| = {np.max(np.abs(prepared.design)):.3g}")
+    if prepared.weights is not None:
+        parts.append(f"sample_weight from {np.min(prepared.weights):.3g} to {np.max(prepared.weights):.3g}")
+    return "; ".join(parts)
 
 
 def _least_squares_fit(problem: ProfiledDeviance, fixed_names, kept, dropped, n, reml) -> LmmFit:
@@ -332,6 +404,8 @@ def _least_squares_fit(problem: ProfiledDeviance, fixed_names, kept, dropped, n,
         # y lies in the column space of X: the normal equations' bordered
         # matrix is singular.  Solve the fixed-effects part alone.
         beta_kept = scipy.linalg.solve(problem.AXX[:p, :p], problem.AXX[:p, p], assume_a="pos")
+        if problem.y_offset:
+            beta_kept[0] += problem.y_offset  # the y column is centred (see prepare)
         exact = True
     if exact or dof <= 0:
         _warnings.warn_exact_fit(n, p)

@@ -117,7 +117,19 @@ class _Counted:
         return value, grad
 
 
-def optimize_theta(objective, objective_and_gradient, theta0: np.ndarray, lower: np.ndarray, max_evaluations: int) -> OptimizeResult:
+class NoFiniteObjective(ArithmeticError):
+    """The objective was not finite at any theta tried."""
+
+
+def optimize_theta(
+    objective,
+    objective_and_gradient,
+    theta0: np.ndarray,
+    lower: np.ndarray,
+    max_evaluations: int,
+    scale: np.ndarray | None = None,
+    partners: dict[int, list[int]] | None = None,
+) -> OptimizeResult:
     """Minimise the objective over theta subject to ``theta >= lower``.
 
     Parameters
@@ -132,17 +144,38 @@ def optimize_theta(objective, objective_and_gradient, theta0: np.ndarray, lower:
         Lower bounds (0 for diagonal elements of lambda, -inf elsewhere).
     max_evaluations : int
         Budget of objective evaluations.
+    scale : ndarray, optional
+        Natural unit of each element of theta (positive); the optimiser works
+        on ``theta / scale``, so tolerances and steps mean the same whatever
+        the data's units.
+    partners : dict, optional
+        For each diagonal element, the elements below it in its column of
+        lambda, whose signs the boundary probe flips.
 
     Returns
     -------
     OptimizeResult
+
+    Raises
+    ------
+    NoFiniteObjective
+        If no theta tried gave a finite objective.
     """
     if theta0.size == 0:
         return OptimizeResult(theta0, float(objective(theta0)), 1, True, "no parameters")
+    scale = np.ones_like(theta0) if scale is None else np.asarray(scale, dtype=np.float64)
+    lower_scaled = lower / scale
 
-    f = _Counted(objective, objective_and_gradient, max_evaluations, lower)
-    bounds = Bounds(lower, np.full_like(lower, np.inf))
-    start = theta0
+    def value_scaled(t):
+        return objective(t * scale)
+
+    def value_and_gradient_scaled(t):
+        value, grad = objective_and_gradient(t * scale)
+        return value, grad * scale
+
+    f = _Counted(value_scaled, value_and_gradient_scaled, max_evaluations, lower_scaled)
+    bounds = Bounds(lower_scaled, np.full_like(lower, np.inf))
+    start = theta0 / scale
     converged, message = False, ""
     try:
         for _restart in range(4):
@@ -156,19 +189,23 @@ def optimize_theta(objective, objective_and_gradient, theta0: np.ndarray, lower:
                 )
                 # L-BFGS-B stopped on its own (a stalled line search, most
                 # often): accept a gradient at rounding level, else polish.
-                if _projected_gradient(result.x, result.jac, lower) <= 10 * _GRADIENT_TOLERANCE * max(1.0, abs(result.fun)):
+                if f.best_theta is None:
+                    break
+                if _projected_gradient(result.x, result.jac, lower_scaled) <= 10 * _GRADIENT_TOLERANCE * max(1.0, abs(result.fun)):
                     converged, message = True, f"converged: {result.message}"
                 else:
                     converged, message = _polish(f, bounds)
             except _Stationary:
                 converged, message = True, "converged: projected gradient below tolerance"
-            better = _probe_boundary(f, lower)
+            better = _probe_boundary(f, lower_scaled, partners or {})
             if better is None:
                 break
             start = better
     except _BudgetExhausted:
         converged, message = False, f"stopped after max_evaluations={max_evaluations} evaluations"
-    theta = np.maximum(f.best_theta, lower)
+    if f.best_theta is None:
+        raise NoFiniteObjective(f"the objective was not finite at any of the {f.count} values of theta tried")
+    theta = np.maximum(f.best_theta * scale, lower)
     return OptimizeResult(theta, float(f.best_value), f.count, converged and np.isfinite(f.best_value), message)
 
 
@@ -187,20 +224,29 @@ def _polish(f: _Counted, bounds: Bounds) -> tuple[bool, str]:
     return bool(result.success), f"L-BFGS-B line search stalled; COBYQA polish: {result.message}"
 
 
-def _probe_boundary(f: _Counted, lower: np.ndarray):
+def _probe_boundary(f: _Counted, lower: np.ndarray, partners: dict[int, list[int]]):
     """A better point just off the boundary, or None.
 
     Moves each bounded coordinate that sits at the boundary to each probe
-    step, keeping the others at the best point.
+    step, keeping the others at the best point; for a diagonal element of
+    lambda, also with the signs of the elements below it in its column
+    flipped (at the boundary they do not change the objective, but they
+    decide which way off it is downhill).
     """
     theta = f.best_theta
+    if theta is None:
+        return None
     at_bound = np.flatnonzero((lower == 0.0) & (theta < _BOUNDARY))
     for i in at_bound:
-        for step in _PROBES:
-            trial = theta.copy()
-            trial[i] = step
-            current = f.best_value
-            value = f.value(trial)
-            if value < current - 1e-10 * max(1.0, abs(current)):
-                return trial
+        below = [j for j in partners.get(int(i), []) if theta[j] != 0.0]
+        for flip in (False, True) if below else (False,):
+            for step in _PROBES:
+                trial = theta.copy()
+                trial[i] = step
+                if flip:
+                    trial[below] = -trial[below]
+                current = f.best_value
+                value = f.value(trial)
+                if value < current - 1e-10 * max(1.0, abs(current)):
+                    return trial
     return None

@@ -137,6 +137,12 @@ class DenseRest:
     def log_diagonal_sum(self, Lrr) -> float:
         return float(np.sum(np.log(np.diag(Lrr))))
 
+    def column_mean_squares(self, t: int, n: int) -> np.ndarray:
+        """sum_i w_i z_ic^2 / n for each column c of rest term t."""
+        offset, m, p = self.layout[t]
+        diagonal = np.diag(self.Arr)[offset : offset + m * p].reshape(m, p)
+        return diagonal.sum(axis=0) / n
+
     def solve_upper(self, Lrr, rhs: np.ndarray) -> np.ndarray:
         """L_rr'^-1 rhs for rhs of shape (q_r, k)."""
         return scipy.linalg.solve_triangular(Lrr.T, rhs, lower=False, check_finite=False)
@@ -213,6 +219,9 @@ class NestedRest:
 
     def log_diagonal_sum(self, Lrr) -> float:
         return float(np.sum(np.log(np.diagonal(Lrr, axis1=1, axis2=2))))
+
+    def column_mean_squares(self, t: int, n: int) -> np.ndarray:
+        return np.einsum("lcc->c", self.A) / n
 
     def solve_upper(self, Lrr, rhs: np.ndarray) -> np.ndarray:
         k = rhs.shape[1]

@@ -117,3 +117,14 @@ def warn_exact_fit(n_obs: int, n_params: int) -> None:
         ExactFitWarning,
         stacklevel=5,
     )
+
+
+def warn_exact_fit_by_random_effects(sigma: float, spread: float) -> None:
+    warnings.warn(
+        f"the fixed and random effects fit y (almost) exactly: the residual standard deviation "
+        f"sigma_ = {sigma:.3g} is below 1e-7 of y's ({spread:.3g}). The likelihood is unbounded "
+        "there, so theta_, sigma_ and the criterion are not meaningful estimates: the model has as "
+        "many effects as the data have distinct values (e.g. one observation per level and slope).",
+        ExactFitWarning,
+        stacklevel=4,
+    )
