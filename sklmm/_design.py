@@ -138,6 +138,13 @@ def factor_codes(groups: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.nda
     joined = labels[0]
     for part in labels[1:]:
         joined = np.char.add(np.char.add(joined, ":"), part)
+    if len(set(joined.tolist())) < len(joined):
+        clash = pd.Series(joined).value_counts().index[0]
+        raise ValueError(
+            f"the levels of {', '.join(map(repr, factors))} contain ':' so that different level "
+            f"combinations of the interaction {':'.join(factors)!r} have the same label {clash!r} "
+            "(labels are '<a>:<b>', as R writes them); rename the levels so that they do not contain ':'"
+        )
     return refs.astype(np.intp, copy=False), pd.Index(joined, name=":".join(factors))
 
 

@@ -208,10 +208,8 @@ def _parse_columns(tokens: _Tokens) -> list[str]:
                 continue
             tokens.take()
             if kind == "number" and value in ("0", "1"):
-                if value == "0" or sign == "-":
-                    intercept = False
-                else:
-                    intercept = True
+                # As R: "1" / "+1" and "-0" keep the intercept; "0" / "+0" and "-1" remove it.
+                intercept = (value == "1") != (sign == "-")
             elif kind == "number":
                 raise FormulaError(tokens.text, pos, f"only 0 or 1 may stand as a number, found {value!r}")
             elif kind == "name":

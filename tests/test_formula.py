@@ -16,6 +16,8 @@ I = "(Intercept)"
         ("(0 + x | g)", [TermSpec(("g",), ("x",))]),
         ("(-1 + x | g)", [TermSpec(("g",), ("x",))]),
         ("(x - 1 | g)", [TermSpec(("g",), ("x",))]),
+        ("(x - 0 | g)", [TermSpec(("g",), (I, "x"))]),  # R: removing "0" keeps the intercept
+        ("(0 + x + 1 | g)", [TermSpec(("g",), (I, "x"))]),
         ("(1 + x + z | g)", [TermSpec(("g",), (I, "x", "z"))]),
         ("(1 + x || g)", [TermSpec(("g",), (I,)), TermSpec(("g",), ("x",))]),
         ("(1 | a) + (1 | b)", [TermSpec(("a",), (I,)), TermSpec(("b",), (I,))]),

@@ -496,7 +496,6 @@ def test_predict_without_groups_never_warns(crossed):
         model.predict(X)
 
 
-@pytest.mark.xfail(strict=True, reason="interaction levels are labelled '<a>:<b>', so labels containing ':' collide ('x:y'+'z' and 'x'+'y:z'): random_effects_ gets duplicate labels and predict raises pandas InvalidIndexError")
 def test_interaction_labels_containing_the_separator():
     rng = np.random.default_rng(0)
     n = 80

@@ -299,7 +299,6 @@ def test_unparsable_random_effects_point_at_the_position(data, formula, position
     assert caret == "    " + " " * position + "^"
 
 
-@pytest.mark.xfail(strict=True, reason="'(x - 0 | g)' is read as slope-only; in R/lme4 '- 0' adds the intercept back (~x - 0 has an intercept)")
 def test_minus_zero_keeps_the_intercept_as_in_r(data):
     X, y, g = data
     a = fit_quietly(model("(x - 0 | g)"), X, y, groups=g)
