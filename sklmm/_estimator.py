@@ -239,6 +239,183 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
 
         return r2_score(y, self.predict(X, groups=groups), sample_weight=sample_weight)
 
+    # -- inference and reporting (sklmm._summary, _confint, _simulate, _condvar) ----
+
+    def summary(self):
+        """The model's summary, as lme4's ``summary(lmer)``.
+
+        Returns
+        -------
+        ModelSummary
+            ``str()`` reads as lme4's printed summary; the tables are
+            attributes (DataFrames and Series), and notebooks show it as HTML.
+
+        Examples
+        --------
+        >>> from sklmm import MixedLinearRegressor
+        >>> from sklmm.datasets import load_sleepstudy
+        >>> X, y, groups = load_sleepstudy(return_X_y_groups=True)
+        >>> model = MixedLinearRegressor(random_effects="(1 + Days | Subject)").fit(X, y, groups=groups)
+        >>> summary = model.summary()
+        >>> summary.fixed_effects.round(3)
+                     Estimate  Std. Error  t value
+        (Intercept)   251.405       6.825   36.838
+        Days           10.467       1.546    6.771
+        >>> print(str(summary).splitlines()[3])
+        REML criterion at convergence: 1743.6
+        """
+        from ._summary import summarize
+
+        check_is_fitted(self)
+        return summarize(self)
+
+    def confint(self, method="profile", level=0.95, parm=None, *, n_boot=500, random_state=None, n_jobs=None):
+        """Confidence intervals for the variance parameters and fixed effects (lme4's ``confint``).
+
+        Parameters
+        ----------
+        method : {"profile", "wald", "bootstrap"}, default="profile"
+            ``"profile"``: profile likelihood (lme4's default; always of the
+            ML deviance, as lme4, also for a REML fit).  ``"wald"``:
+            estimate -/+ z standard error, fixed effects only (the
+            variance parameters' rows are NaN, as lme4's).
+            ``"bootstrap"``: percentile intervals of a parametric bootstrap.
+        level : float, default=0.95
+        parm : None, str or list of str
+            Parameters to report (lme4's ``parm``): ``None`` for all,
+            ``"theta_"`` for the variance parameters and sigma, ``"beta_"``
+            for the fixed effects, or parameter names.
+        n_boot : int, default=500
+            Bootstrap replicates.
+        random_state : int, SeedSequence, Generator or None
+            Bootstrap seed; the result is the same for any ``n_jobs``.
+        n_jobs : int or None
+            Parallel bootstrap workers (joblib).
+
+        Returns
+        -------
+        DataFrame
+            Indexed by lme4's parameter names (``sd_(Intercept)|Subject``,
+            ``cor_Days.(Intercept)|Subject``, ``sd_Days|Subject``,
+            ``sigma``, then the fixed effects), columns ``lower`` and
+            ``upper``.
+
+        Examples
+        --------
+        >>> from sklmm import MixedLinearRegressor
+        >>> from sklmm.datasets import load_sleepstudy
+        >>> X, y, groups = load_sleepstudy(return_X_y_groups=True)
+        >>> model = MixedLinearRegressor(random_effects="(1 + Days | Subject)").fit(X, y, groups=groups)
+        >>> model.confint("wald").round(3)  # lme4: 238.029 264.781 / 7.438 13.497
+                                        lower    upper
+        sd_(Intercept)|Subject            NaN      NaN
+        cor_Days.(Intercept)|Subject      NaN      NaN
+        sd_Days|Subject                   NaN      NaN
+        sigma                             NaN      NaN
+        (Intercept)                   238.029  264.781
+        Days                            7.438   13.497
+        >>> model.confint("profile", parm="beta_").round(3)  # lme4: 237.681 265.130 / 7.359 13.576
+                       lower    upper
+        (Intercept)  237.681  265.130
+        Days           7.359   13.576
+        """
+        from ._confint import confint
+
+        check_is_fitted(self)
+        return confint(self, method=method, level=level, parm=parm, n_boot=n_boot, random_state=random_state, n_jobs=n_jobs)
+
+    def simulate(self, n_sim=1, random_state=None):
+        """Responses drawn from the fitted model (lme4's ``simulate``): new random effects and residuals.
+
+        Parameters
+        ----------
+        n_sim : int, default=1
+        random_state : int, SeedSequence, Generator or None
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_sim)
+            One column per draw, one row per training row (NaN for rows
+            with weight 0, whose residual variance is infinite).
+
+        Examples
+        --------
+        >>> from sklmm import MixedLinearRegressor
+        >>> from sklmm.datasets import load_sleepstudy
+        >>> X, y, groups = load_sleepstudy(return_X_y_groups=True)
+        >>> model = MixedLinearRegressor(random_effects="(1 + Days | Subject)").fit(X, y, groups=groups)
+        >>> model.simulate(2, random_state=0).shape
+        (180, 2)
+        """
+        from ._simulate import simulate, simulation_model
+
+        data = self._require_training_data("simulate")
+        model = simulation_model(data, self.coef_, self.intercept_, self._fitted_terms, self.sigma_)
+        return simulate(model, int(n_sim), random_state)
+
+    @property
+    def random_effects_cov_(self):
+        """Conditional covariances of the random effects, per level (lme4's ``condVar``).
+
+        dict of str to ndarray of shape (n_levels, p, p): keys, levels and
+        columns as ``random_effects_``; ``[l, i, j]`` is the conditional
+        covariance of columns i and j for level l, on the response scale.
+        Computed on first access from the training data, then kept.
+
+        Examples
+        --------
+        >>> from sklmm import MixedLinearRegressor
+        >>> from sklmm.datasets import load_sleepstudy
+        >>> X, y, groups = load_sleepstudy(return_X_y_groups=True)
+        >>> model = MixedLinearRegressor(random_effects="(1 + Days | Subject)").fit(X, y, groups=groups)
+        >>> cov = model.random_effects_cov_["Subject"]
+        >>> cov.shape
+        (18, 2, 2)
+        >>> cov[0].round(2)  # subject 308; lme4's condVar: 145.71 -21.44 / -21.44 5.31
+        array([[145.71, -21.44],
+               [-21.44,   5.31]])
+        """
+        check_is_fitted(self)
+        cached = self.__dict__.get("_random_effects_cov")
+        if cached is None or cached[0] is not self.theta_:
+            from ._condvar import random_effects_covariances
+
+            cached = (self.theta_, random_effects_covariances(self))
+            self.__dict__["_random_effects_cov"] = cached
+        return cached[1]
+
+    def predict_se(self, X, groups=None):
+        """Standard errors of :meth:`predict`'s predictions.
+
+        Rows without known levels (or ``groups=None``): ``sqrt(x' V x)``, V
+        the covariance of the fixed effects.  Rows with known levels: the
+        root conditional mean squared error of ``x' beta_hat + z' b_hat``
+        given the variance parameters (it includes the uncertainty of the
+        fixed effects and of the random effects, not that of theta, nor the
+        residual noise of a new observation).
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+
+        Examples
+        --------
+        >>> from sklmm import MixedLinearRegressor
+        >>> from sklmm.datasets import load_sleepstudy
+        >>> X, y, groups = load_sleepstudy(return_X_y_groups=True)
+        >>> model = MixedLinearRegressor(random_effects="(1 + Days | Subject)").fit(X, y, groups=groups)
+        >>> model.predict_se(X.head(3), groups=groups.head(3)).round(3)  # subject 308, days 0-2
+        array([12.255, 10.543,  9.114])
+        >>> model.predict_se(X.head(3)).round(3)  # population level: sqrt(x' vcov x)
+        array([6.825, 6.787, 7.094])
+        """
+        from ._condvar import prediction_standard_errors
+
+        check_is_fitted(self)
+        X = _zero_columns_as_array(X)
+        X = validate_data(self, X, dtype=np.float64, reset=False, ensure_min_features=0)
+        return prediction_standard_errors(self, X, groups)
+
     # -- persistence ---------------------------------------------------------------
 
     def __getstate__(self):
@@ -247,7 +424,7 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         Methods that need the data (profile and bootstrap intervals,
         simulation, likelihood-ratio refits) then ask for a refit.
         """
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # a copy: the default state is the live __dict__
         state.pop("_training_data", None)
         return state
 

@@ -32,6 +32,7 @@ EXPECTED_OUTPUT = {
     "persistence.py": "identical predictions",
     "datasets.py": "REML criterion 1743.628",
     "gasoline.py": "wrote 4 figures",
+    "inference.py": "inference example done",
 }
 # packages a script needs beyond sklmm's own (the docs extra); the script is skipped without
 # them, except under SKLMM_DOCS_CI=1 (.ci/run, after installing the docs extra), where it fails
