@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from numbers import Integral
 
 import numpy as np
@@ -14,7 +15,7 @@ from . import _results
 from ._design import lookup_levels
 from ._fit import TrainingData, fit_lmm
 from ._formula import TermSpec, parse_random_effects
-from ._validation import as_groups_frame, as_sample_weight
+from ._validation import as_groups_frame, as_sample_weight, check_numeric, own_copy
 
 
 def _zero_columns_as_array(X):
@@ -150,10 +151,13 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         """
         self._validate_params()
         X = _zero_columns_as_array(X)
+        check_numeric(X, y)
+        X_in, y_in = X, y
         X, y = validate_data(
             self, X, y, dtype=np.float64, y_numeric=True, ensure_min_samples=2,
             ensure_min_features=0 if groups is not None else 1,
         )
+        X, y = own_copy(X, X_in), own_copy(y, y_in)
         n = X.shape[0]
         weights = as_sample_weight(sample_weight, n)
         frame = None if groups is None else as_groups_frame(groups, n)
@@ -206,6 +210,15 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         if groups is None or not self._fitted_terms:
             return prediction
         frame = self._groups_for_predict(groups, X.shape[0])
+        missing = [name for name in self._fit_group_columns if name not in frame.columns]
+        if missing:
+            warnings.warn(
+                f"groups has no column for the grouping factor(s) {missing} of the model (its columns: "
+                f"{list(frame.columns)}), so their random effects contribute nothing: the predictions "
+                "are population-level for them. Pass those columns, named as in fit, to predict conditionally.",
+                UserWarning,
+                stacklevel=2,
+            )
         for term in self._fitted_terms:
             if any(name not in frame.columns for name in term.factors):
                 continue

@@ -57,6 +57,13 @@ def as_groups_frame(groups, n_samples: int, argument: str = "groups") -> pd.Data
     frame.index = pd.RangeIndex(n_samples)
     for name in frame.columns:
         column = frame[name]
+        try:
+            pd.factorize(column)
+        except TypeError as error:
+            raise TypeError(
+                f"{argument} column {name!r} holds labels that cannot be compared ({error}); "
+                "labels must be strings, integers or categories"
+            ) from None
         if column.dtype.kind == "c":
             raise TypeError(f"{argument} column {name!r} holds complex numbers; grouping labels must be strings, integers or categories")
         missing = column.isna().to_numpy()
@@ -98,3 +105,51 @@ def as_sample_weight(sample_weight, n_samples: int) -> np.ndarray | None:
     if not np.any(weights > 0):
         raise ValueError("sample_weight is zero for every row; at least one row needs a positive weight")
     return weights
+
+
+def check_numeric(X, y) -> None:
+    """Name the argument, and the column, that does not hold real numbers.
+
+    scikit-learn's conversion would fail too, but with messages that name
+    neither (``could not convert string to float``, ``Complex data not
+    supported``); this runs first and says which input and column is at
+    fault.  ``None`` in y (an object array) is a missing value.
+    """
+    if isinstance(X, pd.DataFrame):
+        for name, dtype in zip(X.columns, X.dtypes):
+            if dtype.kind == "c":
+                raise ValueError(f"Complex data not supported: X column {name!r} holds complex numbers; X must hold real numbers")
+            if dtype.kind not in "biuf":
+                raise TypeError(
+                    f"X column {name!r} has dtype {dtype}, not numbers; X must hold real numbers "
+                    "(encode categories, e.g. with OneHotEncoder, and convert dates to numbers)"
+                )
+    elif not hasattr(X, "tocsr") and np.asarray(X).dtype.kind == "c":
+        raise ValueError("Complex data not supported: X holds complex numbers; X must hold real numbers")
+    if y is None:
+        return
+    values = np.asarray(y)
+    if values.dtype.kind == "c":
+        raise ValueError("Complex data not supported: y holds complex numbers; y must hold real numbers")
+    if values.dtype.kind in "OUS":
+        converted = np.empty(values.shape, dtype=np.float64)
+        flat_in, flat_out = values.reshape(-1), converted.reshape(-1)
+        for i, value in enumerate(flat_in):
+            if value is None:
+                raise ValueError(f"y has a missing value (None) at row {i}; every row needs a response")
+            try:
+                flat_out[i] = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"y holds {value!r} at row {i}, not a number; y must hold real numbers") from None
+
+
+def own_copy(validated: np.ndarray, original) -> np.ndarray:
+    """``validated`` itself if it is new, else a copy: a fitted model must not share the caller's memory.
+
+    (Inference methods reuse the training data; if it were the caller's
+    array, changing that array after the fit would change their results.)
+    """
+    source = original.to_numpy() if hasattr(original, "to_numpy") else original
+    if isinstance(source, np.ndarray) and np.shares_memory(validated, source):
+        return validated.copy()
+    return validated

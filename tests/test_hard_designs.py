@@ -460,7 +460,6 @@ def test_predict_singleton_and_many_levels():
         np.testing.assert_allclose(model.predict(X, groups=groups), expected, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.xfail(strict=True, reason="a grouping factor of the model missing from groups at predict time contributes zero silently (decision: warn, naming the factor)")
 @pytest.mark.parametrize(
     "make_groups",
     [
