@@ -26,8 +26,7 @@ from joblib import Parallel, delayed
 from scipy.stats import norm
 
 from . import _parameters
-from ._fit import SINGULAR_TOLERANCE, prepare
-from ._optimize import optimize_theta
+from ._fit import SINGULAR_TOLERANCE, optimize, prepare
 from ._simulate import as_seed_sequence, simulation_model
 
 
@@ -133,15 +132,10 @@ def refit(data, reml: bool, theta0: np.ndarray, max_iter: int):
     problem = prepared.problem
     lower = problem.lower_bounds()
     if problem.n_theta:
-        scale, partners = problem.theta_scales(), problem.column_partners()
-
-        def optimize(start):
-            return optimize_theta(problem.objective, problem.objective_and_gradient, start, lower, max_iter, scale=scale, partners=partners)
-
-        result = optimize(np.asarray(theta0, dtype=float))
+        result = optimize(problem, max_iter, theta0)
         singular = bool(np.any(result.theta[lower == 0.0] < SINGULAR_TOLERANCE))
         if singular:
-            other = optimize(problem.initial_theta() * scale)  # fit_lmm's start
+            other = optimize(problem, max_iter)  # fit_lmm's start
             if other.objective < result.objective:
                 result = other
         theta, converged = result.theta, result.converged

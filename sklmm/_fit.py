@@ -286,17 +286,8 @@ def fit_lmm(data: TrainingData, *, reml: bool = True, max_evaluations: int = 10_
         return _least_squares_fit(problem, fixed_names, kept, dropped, n, reml)
 
     check_computable(problem, prepared)
-    scale = problem.theta_scales()
     try:
-        result = optimize_theta(
-            problem.objective,
-            problem.objective_and_gradient,
-            problem.initial_theta() * scale,  # lme4's start, in the data's units
-            problem.lower_bounds(),
-            max_evaluations,
-            scale=scale,
-            partners=problem.column_partners(),
-        )
+        result = optimize(problem, max_evaluations)
     except NoFiniteObjective as error:
         raise ValueError(
             f"the criterion could not be computed in double precision at any theta ({error}); "
@@ -344,6 +335,25 @@ def fit_lmm(data: TrainingData, *, reml: bool = True, max_evaluations: int = 10_
     if singular:
         _warnings.warn_singular(fit)
     return fit
+
+
+def optimize(problem: ProfiledDeviance, max_evaluations: int, theta0: np.ndarray | None = None):
+    """Minimise the problem's criterion over theta (see :mod:`sklmm._optimize`).
+
+    ``theta0``: the start; by default lme4's (identity lambda), in the
+    data's units (:meth:`ProfiledDeviance.theta_scales`).
+    """
+    scale = problem.theta_scales()
+    start = problem.initial_theta() * scale if theta0 is None else np.asarray(theta0, dtype=np.float64)
+    return optimize_theta(
+        problem.objective,
+        problem.objective_and_gradient,
+        start,
+        problem.lower_bounds(),
+        max_evaluations,
+        scale=scale,
+        partners=problem.column_partners(),
+    )
 
 
 def check_computable(problem: ProfiledDeviance, prepared: Prepared) -> None:

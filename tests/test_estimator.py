@@ -338,3 +338,14 @@ def test_warnings_point_at_the_callers_line(sleepstudy):
     with pytest.warns(SingularFitWarning) as record:
         MixedLinearRegressor("(1 | Batch)").fit(X2, y2, groups=groups2)
     assert record[0].filename == __file__
+
+
+def test_training_data_is_not_the_callers_array(sleepstudy):
+    """Inference reuses the training data: changing the caller's arrays after fit must not change it."""
+    X, y, groups = sleepstudy
+    X_array, y_array = X.to_numpy(dtype=float).copy(), y.copy()
+    model = MixedLinearRegressor("(1 + x0 | Subject)").fit(X_array, y_array, groups=groups)
+    X_array[:] = 0.0
+    y_array[:] = 0.0
+    assert np.any(model._training_data.X != 0.0)
+    assert np.any(model._training_data.y != 0.0)
