@@ -2,10 +2,10 @@
 
 The optimiser is L-BFGS-B with the analytic gradient of
 :meth:`ProfiledDeviance.objective_and_gradient`.  Measured on the ten
-reference cases, REML and ML (``python benchmarks/optimizers.py``): 306
+reference cases, REML and ML (``python benchmarks/optimizers.py``): 246
 evaluations in all, each with its gradient, against lme4's 680 BOBYQA
-evaluations and scipy COBYQA's 1014, and 0.23 s against COBYQA's 1.6 s
-(COBYQA is pure Python); every optimum within 1.1e-9 of lme4's or better.
+evaluations and scipy COBYQA's 983, and 0.13 s against COBYQA's 1.0 s
+(COBYQA is pure Python); every optimum within 1e-9 of lme4's or better.
 L-BFGS-B with finite-difference gradients stops 1.6 units of deviance short
 on chem97; Powell and Nelder-Mead need 5-10x the evaluations.
 
