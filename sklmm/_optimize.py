@@ -9,16 +9,24 @@ evaluations and scipy COBYQA's 983, and 0.13 s against COBYQA's 1.0 s
 L-BFGS-B with finite-difference gradients stops 1.6 units of deviance short
 on chem97; Powell and Nelder-Mead need 5-10x the evaluations.
 
-Two safeguards:
+The optimiser works on theta divided by a natural unit per element (the
+caller's ``scale``: ProfiledDeviance.theta_scales), so steps and tolerances
+mean the same whatever the units of the covariates or the weights.
+Safeguards, each prompted by a case of tests/test_hard_designs.py:
 
 * The objective depends on a scalar term's theta only through theta^2 (and
   on a column of lambda only up to its sign), so its gradient is zero at a
-  bound of zero even when moving off the bound lowers it.  A coordinate that
-  ends at (or next to) zero is probed at small positive values; if that is
+  bound of zero even when moving off the bound lowers it.  A diagonal
+  element that ends near zero is probed at small positive values, also with
+  the signs of the elements below it in its column flipped; if that is
   better, the optimiser restarts from there.
+* Near the boundary, models with random slopes can have a second local
+  minimum: for a near-singular optimum, COBYQA (derivative-free, the
+  successor of lme4's BOBYQA) also searches from the start, and the better
+  optimum is kept.
 * If L-BFGS-B stops without meeting its tolerance (a line search that cannot
-  make progress at the limit of floating-point precision), COBYQA, which
-  needs no gradient, polishes from the point reached.
+  make progress at the limit of floating-point precision), COBYQA polishes
+  from the point reached.
 """
 
 from __future__ import annotations
