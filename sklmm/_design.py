@@ -11,6 +11,7 @@ levels, largest first.  ``theta`` follows that order.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 
@@ -88,12 +89,16 @@ class ReTerm:
         return self.z
 
 
+@functools.lru_cache(maxsize=64)
 def lower_triangle_colmajor(p: int) -> tuple[np.ndarray, np.ndarray]:
     """Row and column indices of a p x p lower triangle, column by column.
 
     This is lme4's order for theta: ``(0,0), (1,0), ..., (p-1,0), (1,1), ...``.
+    Cached (it is read at every evaluation); the arrays are read-only.
     """
     upper_rows, upper_cols = np.triu_indices(p)
+    upper_rows.flags.writeable = False
+    upper_cols.flags.writeable = False
     return upper_cols, upper_rows
 
 
