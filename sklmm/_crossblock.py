@@ -111,8 +111,11 @@ class PairCross:
         return np.asarray(self.AT @ V)
 
     def quad(self, N: np.ndarray) -> np.ndarray:
-        weights = self.pair_weight * N[self.pair_i, self.pair_j]
-        return np.asarray(self.ST @ weights).reshape(self.m0, self.p0, self.p0)
+        return self.quad_from_pairs(N[self.pair_i, self.pair_j])
+
+    def quad_from_pairs(self, values: np.ndarray) -> np.ndarray:
+        """``quad`` given N only at the pairs: ``values[k] = N[pair_i[k], pair_j[k]]``."""
+        return np.asarray(self.ST @ (self.pair_weight * values)).reshape(self.m0, self.p0, self.p0)
 
 
 def make_cross(Ar0: sp.spmatrix, m0: int, p0: int):

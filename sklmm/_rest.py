@@ -157,9 +157,19 @@ class DenseRest:
         Returns (list of (m_t, p_t, p_t) arrays, T of shape (m0, p0, p0)) with
         T_l = A_r0[:, l]' Lambda_r M_rr^-1 Lambda_r' A_r0[:, l].
         """
-        Minv, info = lapack.dpotri(Lrr, lower=1)
+        Minv, info = lapack.dpotri(Lrr, lower=1)  # lower triangle of M_rr^-1
         if info != 0:
             raise np.linalg.LinAlgError("dpotri failed")
+        if hasattr(self.cross, "quad_from_pairs") and all(p == 1 for _, _, p in self.layout):
+            # Scalar rest terms and a pair-structured cross block: N = Lambda_r
+            # Minv Lambda_r' is needed only at the pairs (i >= j), all in the
+            # lower triangle, so gather them there: no full symmetric copy.
+            lam_diag = np.concatenate([np.full(m, lam[0, 0]) for (_, m, _), lam in zip(self.layout, lams)])
+            i, j = self.cross.pair_i, self.cross.pair_j
+            T = self.cross.quad_from_pairs(lam_diag[i] * Minv[i, j] * lam_diag[j])
+            diagonal = np.diag(Minv)
+            blocks = [diagonal[offset : offset + m].reshape(m, 1, 1) for offset, m, _ in self.layout]
+            return blocks, T
         Minv = np.tril(Minv) + np.tril(Minv, -1).T
         blocks = []
         for offset, m, p in self.layout:

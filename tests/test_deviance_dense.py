@@ -171,3 +171,27 @@ def test_dense_rest_too_large_is_refused_with_an_explanation(monkeypatch):
     # crossed3: f1 (40 levels) first; the rest, f2 and f3, have 15 + 5 random effects
     with pytest.raises(ValueError, match=r"\(f2, f3\) have 20 random effects in all, and they are crossed"):
         _problem("crossed3", True)
+
+
+@pytest.mark.parametrize("case_name", ["crossed3", "penicillin", "zerocorr_crossed", "synthetic"])
+def test_pair_structured_cross_block_agrees_with_dense(case_name, monkeypatch):
+    """Large crossed models hold A_r0 as pairs (PairCross); on small cases, forced, it must give
+    the dense representation's objective, gradient and inverse blocks."""
+    import sklmm._crossblock as crossblock
+
+    _, _, _, _, dense = _problem(case_name, True)
+    assert isinstance(dense.rest.cross, crossblock.DenseCross)
+    monkeypatch.setattr(crossblock, "DENSE_MAX_ENTRIES", 0)
+    _, _, _, _, pairs = _problem(case_name, True)
+    assert isinstance(pairs.rest.cross, crossblock.PairCross)
+    rng = np.random.default_rng(8)
+    lower = dense.lower_bounds()
+    for _ in range(3):
+        theta = rng.uniform(0.1, 2.0, size=dense.n_theta)
+        theta[lower < 0] = rng.uniform(-0.8, 0.8, size=(lower < 0).sum())
+        v1, g1 = dense.objective_and_gradient(theta)
+        v2, g2 = pairs.objective_and_gradient(theta)
+        assert v1 == pytest.approx(v2, rel=1e-12)
+        np.testing.assert_allclose(g1, g2, rtol=1e-8, atol=1e-8)
+        for b1, b2 in zip(dense.conditional_covariances(dense.factorize(theta)), pairs.conditional_covariances(pairs.factorize(theta))):
+            np.testing.assert_allclose(b1, b2, rtol=1e-10, atol=1e-14)
