@@ -15,7 +15,7 @@ from . import _results
 from ._design import lookup_levels
 from ._fit import TrainingData, fit_lmm
 from ._formula import TermSpec, parse_random_effects
-from ._validation import as_groups_frame, as_sample_weight, check_numeric, own_copy
+from ._validation import as_groups_frame, as_sample_weight, check_numeric, fingerprint, shares_memory
 
 
 def _zero_columns_as_array(X):
@@ -157,7 +157,12 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
             self, X, y, dtype=np.float64, y_numeric=True, ensure_min_samples=2,
             ensure_min_features=0 if groups is not None else 1,
         )
-        X, y = own_copy(X, X_in), own_copy(y, y_in)
+        # Inference reuses the training data.  y is copied (n numbers); X, when it
+        # is the caller's own array, is kept by reference with a fingerprint, so
+        # that a fitted model does not hold a second copy of the data, and an
+        # edit of X after the fit is detected rather than silently used.
+        y = y.copy() if shares_memory(y, y_in) else y
+        X_fingerprint = fingerprint(X) if shares_memory(X, X_in) else None
         n = X.shape[0]
         weights = as_sample_weight(sample_weight, n)
         frame = None if groups is None else as_groups_frame(groups, n)
@@ -166,6 +171,7 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         self._check_slopes_without_column_names(specs, names)
 
         self._training_data = TrainingData(X, y, frame, weights, specs, names, self.fit_intercept)
+        self._training_fingerprint = X_fingerprint
         fit = fit_lmm(self._training_data, reml=self.reml, max_evaluations=self.max_iter)
         offset = 1 if self.fit_intercept else 0
         self.intercept_ = float(fit.beta[0]) if self.fit_intercept else 0.0
@@ -448,6 +454,12 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
             raise RuntimeError(
                 f"{what} needs the data the model was fitted to, which is not saved when a "
                 "model is pickled; fit the model again on its data to use it."
+            )
+        expected = getattr(self, "_training_fingerprint", None)
+        if expected is not None and not np.array_equal(fingerprint(data.X), expected):
+            raise RuntimeError(
+                f"{what} needs the data the model was fitted to, but the array X passed to fit "
+                "has been modified since; fit the model again (or pass a copy of X to fit)."
             )
         return data
 

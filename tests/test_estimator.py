@@ -340,12 +340,17 @@ def test_warnings_point_at_the_callers_line(sleepstudy):
     assert record[0].filename == __file__
 
 
-def test_training_data_is_not_the_callers_array(sleepstudy):
-    """Inference reuses the training data: changing the caller's arrays after fit must not change it."""
+def test_training_data_edited_after_fit_is_detected(sleepstudy):
+    """Inference reuses the training data.  y is copied; X, the caller's own array, is kept
+    by reference (no second copy of the data), so an edit after the fit, even a reordering
+    of rows, must make inference refuse rather than use the edited data."""
     X, y, groups = sleepstudy
     X_array, y_array = X.to_numpy(dtype=float).copy(), y.copy()
     model = MixedLinearRegressor("(1 + x0 | Subject)").fit(X_array, y_array, groups=groups)
-    X_array[:] = 0.0
+    assert model._training_data.X is X_array  # no copy
     y_array[:] = 0.0
-    assert np.any(model._training_data.X != 0.0)
-    assert np.any(model._training_data.y != 0.0)
+    assert np.any(model._training_data.y != 0.0)  # y was copied
+    model.simulate(random_state=0)  # unchanged X: fine
+    X_array[[0, 1]] = X_array[[1, 0]]  # swap two rows in place
+    with pytest.raises(RuntimeError, match=r"X passed to fit has been modified"):
+        model.simulate(random_state=0)
