@@ -57,10 +57,10 @@ N_COVARIATES = 10
 TARGET_RATIO = 3.0
 
 
-def simulate(n: int, seed: int = 7):
-    """X (n x 10), y, g (n / 20 groups) for the random-intercept model."""
+def simulate(n: int, seed: int = 7, groups: int | None = None):
+    """X (n x 10), y, g (n / 20 groups, or ``groups``) for the random-intercept model."""
     rng = np.random.default_rng(seed)
-    m = max(2, n // ROWS_PER_GROUP)
+    m = max(2, n // ROWS_PER_GROUP) if groups is None else groups
     g = np.concatenate([np.arange(m), rng.integers(0, m, size=n - m)])
     rng.shuffle(g)
     X = rng.standard_normal((n, N_COVARIATES))
@@ -104,13 +104,13 @@ def profiled_deviance(X, y, g):
     return ProfiledDeviance(terms, design, y, None, True)
 
 
-def measure(n: int) -> dict:
+def measure(n: int, groups: int | None = None) -> dict:
     """Every timing for one n (run in its own process)."""
     from sklmm import MixedLinearRegressor
 
     warnings.simplefilter("ignore")
     repeats = 3 if n <= 1_000_000 else 2
-    X, y, g = simulate(n)
+    X, y, g = simulate(n, groups=groups)
     row = {"n": n, "groups": int(g.max()) + 1, "covariates": X.shape[1]}
 
     # Warm up (imports, BLAS threads) on a small fit.
@@ -171,16 +171,21 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--wait-idle", type=float, default=120.0,
                         help="before each size, wait up to this many seconds for other processes to leave the CPU idle")
     parser.add_argument("--blas-threads", type=int, default=None, help="set OPENBLAS_NUM_THREADS (and OMP/MKL) for the measurements")
+    parser.add_argument("--groups", type=int, default=None,
+                        help="hold the number of groups fixed (per-evaluation cost then flat in n); "
+                        "default: groups of 20 rows; results go to scaling_groups_latest.*")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: measure one n, print JSON
     args = parser.parse_args(argv)
     if args.one:
-        print(json.dumps(measure(args.one)), flush=True)
+        print(json.dumps(measure(args.one, args.groups)), flush=True)
         return pd.DataFrame()
 
     rows = []
     for n in args.sizes:
         busy = wait_until_idle(args.wait_idle)
         command = [sys.executable, "-m", "benchmarks.scaling", "--one", str(n)]
+        if args.groups:
+            command += ["--groups", str(args.groups)]
         try:
             env = dict(os.environ)
             if args.blas_threads:
@@ -197,7 +202,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
     frame = pd.DataFrame(rows)
     print()
-    heading = (f"y ~ 1 + x0..x{N_COVARIATES - 1} + (1 | g), {ROWS_PER_GROUP} rows per group, REML; "
+    structure = f"{args.groups:,} groups" if args.groups else f"{ROWS_PER_GROUP} rows per group"
+    heading = (f"y ~ 1 + x0..x{N_COVARIATES - 1} + (1 | g), {structure}, REML; "
                f"BLAS threads {args.blas_threads or 'default'}")
     print(heading)
     print(table(frame))
@@ -211,10 +217,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                       f"{'met' if worst <= TARGET_RATIO else 'MISSED'} (worst {worst:.2f}x)")
     args.output.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    frame.to_csv(args.output / f"scaling-{stamp}.csv", index=False)
-    frame.to_csv(args.output / "scaling_latest.csv", index=False)
-    (args.output / "scaling_latest.txt").write_text(f"# python -m benchmarks.scaling, {stamp}\n{heading}\n{table(frame)}\n")
-    print(f"\nwrote {args.output / f'scaling-{stamp}.csv'}, scaling_latest.csv and scaling_latest.txt")
+    name = "scaling_groups" if args.groups else "scaling"
+    frame.to_csv(args.output / f"{name}-{stamp}.csv", index=False)
+    frame.to_csv(args.output / f"{name}_latest.csv", index=False)
+    (args.output / f"{name}_latest.txt").write_text(f"# python -m benchmarks.scaling, {stamp}\n{heading}\n{table(frame)}\n")
+    print(f"\nwrote {args.output / f'{name}-{stamp}.csv'}, {name}_latest.csv and {name}_latest.txt")
     return frame
 
 
