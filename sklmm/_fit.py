@@ -34,7 +34,10 @@ RANK_TOLERANCE = 1e-7
 #: lme4's ``isSingular`` tolerance on the bounded elements of theta.
 SINGULAR_TOLERANCE = 1e-4
 #: Rest blocks (and fixed-effect counts) below this size are optimised with one BLAS thread.
-SMALL_REST = 300
+#: Measured on the 2-core benchmark machine (benchmarks/, --blas-threads 1 against the
+#: default): one thread is never slower up to the crossed 50k x 2k model (a 2,000-square
+#: block), and InstEval (1,142) fits in 1.6 s instead of 2.3 s.
+SMALL_REST = 4000
 #: A residual standard deviation below this fraction of y's is an exact fit.
 EXACT_FIT_TOLERANCE = 1e-7
 
@@ -349,9 +352,9 @@ def optimize(problem: ProfiledDeviance, max_evaluations: int, theta0: np.ndarray
     """
     scale = problem.theta_scales()
     start = problem.initial_theta() * scale if theta0 is None else np.asarray(theta0, dtype=np.float64)
-    # Where every matrix of an evaluation is small, a second BLAS thread cannot
-    # help, and on a busy machine its spin-waiting made small fits up to 7x
-    # slower (measured): one thread then.
+    # Where every matrix of an evaluation is small or moderate, a second BLAS
+    # thread does not help, and on a busy machine its spin-waiting made small
+    # fits up to 7x slower (measured): one thread then.
     single = problem.q_rest < SMALL_REST and problem.p < SMALL_REST
     with _blas_controller().limit(limits=1, user_api="blas") if single else contextlib.nullcontext():
         return optimize_theta(
