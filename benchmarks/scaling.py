@@ -91,17 +91,13 @@ def best_of(repeats: int, function, first: list | None = None) -> tuple[float, o
 
 
 def profiled_deviance(X, y, g):
-    """sklmm's ProfiledDeviance for ``(1 | g)``, built as ``sklmm._fit.fit_lmm`` builds it."""
-    from sklmm._design import build_terms
-    from sklmm._deviance import ProfiledDeviance
-    from sklmm._fit import fixed_design, independent_columns
+    """sklmm's ProfiledDeviance for ``(1 | g)``, built by ``sklmm._fit.prepare`` as a fit builds it."""
+    from sklmm._fit import TrainingData, prepare
     from sklmm._formula import parse_random_effects
 
     names = [f"x{j}" for j in range(X.shape[1])]
-    design, _ = fixed_design(X, True, names)
-    design = design[:, independent_columns(design, None)]
-    terms = build_terms(parse_random_effects("(1 | g)"), X, names, pd.DataFrame({"g": g}))
-    return ProfiledDeviance(terms, design, y, None, True)
+    data = TrainingData(X, y, pd.DataFrame({"g": g}), None, parse_random_effects("(1 | g)"), names, True)
+    return prepare(data, reml=True).problem
 
 
 def measure(n: int, groups: int | None = None) -> dict:

@@ -97,16 +97,6 @@ class LmmFit:
         return self.objective + self.n_params * np.log(self.n_obs)
 
 
-def fixed_design(X: np.ndarray, fit_intercept: bool, feature_names: list[str]) -> tuple[np.ndarray, list[str]]:
-    """The fixed-effects model matrix: an intercept column first, then X."""
-    if not fit_intercept:
-        return X, list(feature_names)
-    design = np.empty((X.shape[0], X.shape[1] + 1))
-    design[:, 0] = 1.0
-    design[:, 1:] = X
-    return design, [INTERCEPT, *feature_names]
-
-
 def independent_columns(design: np.ndarray, weights: np.ndarray | None, tol: float = RANK_TOLERANCE) -> np.ndarray:
     """Indices of the columns lme4 keeps: each not (nearly) a combination of earlier ones.
 
