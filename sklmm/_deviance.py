@@ -124,45 +124,30 @@ class ProfiledDeviance:
     terms : list of ReTerm
         Random-effects terms, in lme4's order (most levels first).  May be
         empty: the model is then a weighted linear regression.
-    X : ndarray of shape (n, p)
-        Fixed-effects model matrix, intercept column included, full rank.
-    y : ndarray of shape (n,)
+    XY : ndarray of shape (n, p + 1)
+        ``[X y]``: the fixed-effects model matrix (intercept column first,
+        full rank) and the response, in one array (read, not copied or kept).
     weights : ndarray of shape (n,) or None
         Positive prior weights.
     reml : bool
         Minimise the REML criterion (True) or the deviance (False).
+    y_offset : float, default=0.0
+        The y column is ``y - y_offset`` (centred; see ``_fit.prepare``);
+        :meth:`solve` and :meth:`fixed_effects` add it back to the intercept.
 
     Notes
     -----
     The constructor is the only pass over the n rows.  ``factorize(theta)``
     costs O(size of L), ``objective(theta)`` reads the criterion off the
     factor and ``gradient(theta)`` adds about one more factorisation's work.
-    Nothing keeps a reference to X, y or the term's per-row arrays.
+    Nothing keeps a reference to XY or the term's per-row arrays.
     """
 
-    def __init__(self, terms: list[ReTerm], X: np.ndarray, y: np.ndarray, weights: np.ndarray | None, reml: bool):
-        XY = np.empty((X.shape[0], X.shape[1] + 1))
-        XY[:, :-1] = X
-        XY[:, -1] = y
-        self._build(terms, XY, weights, reml)
-
-    @classmethod
-    def from_stacked(cls, terms: list[ReTerm], XY: np.ndarray, weights: np.ndarray | None, reml: bool, y_offset: float = 0.0) -> "ProfiledDeviance":
-        """Build from ``[X y]`` already in one (n, p + 1) array (not copied).
-
-        ``y_offset``: the y column is ``y - y_offset`` and X's first column is
-        the intercept; :meth:`solve` adds the offset back to the intercept.
-        """
-        self = cls.__new__(cls)
-        self._build(terms, XY, weights, reml)
-        self.y_offset = float(y_offset)
-        return self
-
-    def _build(self, terms: list[ReTerm], XY: np.ndarray, weights: np.ndarray | None, reml: bool) -> None:
-        """The one pass over the n rows: every cross product the objective needs."""
+    def __init__(self, terms: list[ReTerm], XY: np.ndarray, weights: np.ndarray | None, reml: bool, y_offset: float = 0.0):
+        # The one pass over the n rows: every cross product the objective needs.
         n, p = XY.shape[0], XY.shape[1] - 1
         self.n, self.p, self.reml = n, p, bool(reml)
-        self.y_offset = 0.0
+        self.y_offset = float(y_offset)
         self.terms = terms
         self.ldW = 0.0 if weights is None else float(np.sum(np.log(weights)))
         self.theta_slices = []

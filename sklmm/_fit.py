@@ -76,7 +76,6 @@ class LmmFit:
     terms: list[FittedTerm]
     n_obs: int
     reml: bool
-    optimizer_message: str = ""
     n_theta: int = field(default=0)
 
     @property
@@ -254,7 +253,7 @@ def prepare(data: TrainingData, reml: bool, *, warn: bool = True) -> Prepared:
     if dropped and 0 not in kept_set:
         stacked[:, -1] += y_offset  # the intercept was aliased: nothing to absorb the offset
         y_offset = 0.0
-    problem = ProfiledDeviance.from_stacked(terms, stacked, weights, reml, y_offset=y_offset)
+    problem = ProfiledDeviance(terms, stacked, weights, reml, y_offset=y_offset)
     return Prepared(problem, terms, stacked[:, :-1], fixed_names, kept, dropped, y, weights, n)
 
 
@@ -321,7 +320,6 @@ def fit_lmm(data: TrainingData, *, reml: bool = True, max_evaluations: int = 10_
         terms=fitted_terms,
         n_obs=n,
         reml=reml,
-        optimizer_message=result.message,
         n_theta=problem.n_theta,
     )
     if not result.converged:
@@ -441,5 +439,5 @@ def _least_squares_fit(problem: ProfiledDeviance, fixed_names, kept, dropped, n,
         fixed_names=fixed_names, beta=beta, kept=kept, dropped=dropped, vcov=vcov,
         theta=np.empty(0), sigma=sigma, objective=objective, n_evaluations=1,
         converged=True, singular=False, terms=[], n_obs=n, reml=reml,
-        optimizer_message="least squares", n_theta=0,
+        n_theta=0,
     )
