@@ -1,6 +1,6 @@
 """Which optimiser for theta?  Evaluations, time and optimum on the reference cases.
 
-sklmm's own (L-BFGS-B with the analytic gradient, sklmm._optimize) against
+sklmm's own (L-BFGS-B with the analytic gradient, sklmm._engine.optimize) against
 scipy's derivative-free COBYQA, Powell and Nelder-Mead and L-BFGS-B with
 finite-difference gradients.  Each L-BFGS-B evaluation includes the gradient.
 
@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import Bounds, minimize
 
-from sklmm._fit import TrainingData, optimize, prepare
-from sklmm._formula import parse_random_effects
-from sklmm._optimize import FINAL_RADIUS
+from sklmm._engine.fit import TrainingData, optimize, prepare
+from sklmm._model.bars import parse_random_effects
+from sklmm._engine.optimize import FINAL_RADIUS
 
 DATA = Path(__file__).parents[1] / "tests" / "data" / "lme4"
 

@@ -16,7 +16,7 @@ memory is that n's alone):
     first (cold) call of each in the process, as a user's single fit is;
 ``setup``
     building the cross products (``ProfiledDeviance``, by the same path as
-    ``sklmm._fit.fit_lmm``): the one pass over the n rows;
+    ``sklmm._engine.fit.fit_lmm``): the one pass over the n rows;
 ``eval``, ``eval+grad``
     one evaluation of the profiled REML criterion at lme4's starting theta
     (``objective(theta)``), and of criterion and gradient where the engine
@@ -91,9 +91,9 @@ def best_of(repeats: int, function, first: list | None = None) -> tuple[float, o
 
 
 def profiled_deviance(X, y, g):
-    """sklmm's ProfiledDeviance for ``(1 | g)``, built by ``sklmm._fit.prepare`` as a fit builds it."""
-    from sklmm._fit import TrainingData, prepare
-    from sklmm._formula import parse_random_effects
+    """sklmm's ProfiledDeviance for ``(1 | g)``, built by ``sklmm._engine.fit.prepare`` as a fit builds it."""
+    from sklmm._engine.fit import TrainingData, prepare
+    from sklmm._model.bars import parse_random_effects
 
     names = [f"x{j}" for j in range(X.shape[1])]
     data = TrainingData(X, y, pd.DataFrame({"g": g}), None, parse_random_effects("(1 | g)"), names, True)

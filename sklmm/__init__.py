@@ -1,13 +1,13 @@
 """sklmm: linear mixed-effects models for scikit-learn, fitted as lme4 fits them."""
 
-from ._anova import AnovaTable, anova
-from ._bootstrap import BootstrapResult
-from ._bootstrap import parametric_bootstrap as bootstrap
-from ._estimator import MixedLinearRegressor
-from ._formula import FormulaError
-from ._plots import plot_caterpillar, plot_residuals
-from ._scoring import make_conditional_scorer
-from ._summary import ModelSummary
+from ._inference.anova import AnovaTable, anova
+from ._inference.bootstrap import BootstrapResult
+from ._inference.bootstrap import parametric_bootstrap as bootstrap
+from ._estimators.linear import MixedLinearRegressor
+from ._model.bars import FormulaError
+from ._report.plots import plot_caterpillar, plot_residuals
+from ._estimators.scoring import make_conditional_scorer
+from ._report.summary import ModelSummary
 from ._warnings import ExactFitWarning, RankDeficientWarning, SingularFitWarning
 
 __all__ = [

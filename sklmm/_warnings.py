@@ -69,7 +69,7 @@ class ExactFitWarning(UserWarning):
 
 def warn_singular(fit) -> None:
     """Warn about a boundary fit, naming the terms at the boundary."""
-    from ._fit import SINGULAR_TOLERANCE
+    from ._engine.fit import SINGULAR_TOLERANCE
 
     problems = []
     for term in fit.terms:

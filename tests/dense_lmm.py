@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import block_diag
 
-from sklmm._design import build_terms
+from sklmm._model.terms import build_terms
 
 
 class DenseModel:

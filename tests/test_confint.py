@@ -189,7 +189,7 @@ class DenseDeviance:
     """
 
     def __init__(self, model):
-        from sklmm._parameters import sdcor_to_theta, term_sizes
+        from sklmm._model.parameters import sdcor_to_theta, term_sizes
 
         self.dense = DenseModel(model)
         self.sizes = term_sizes(self.dense.terms)
@@ -220,7 +220,7 @@ class DenseDeviance:
 
 def brute_zeta(dense: DenseDeviance, psi_hat, base, k=None, value=None, fixed=None):
     """Root deviance with parameter k at value (or a fixed effect fixed), the rest by Nelder-Mead."""
-    from sklmm._parameters import is_correlation
+    from sklmm._model.parameters import is_correlation
 
     correlation = is_correlation(dense.sizes)  # sigma last, not a correlation
     free = [i for i in range(len(psi_hat)) if i != k]
@@ -246,7 +246,7 @@ def brute_zeta(dense: DenseDeviance, psi_hat, base, k=None, value=None, fixed=No
 def test_weighted_profile_by_brute_force(case):
     """Where lme4's weighted profiles are wrong, sklmm's limits satisfy zeta = -/+1.96 on the dense deviance."""
     model, _ = fitted(case, "ml")
-    from sklmm._parameters import theta_to_sdcor, term_sizes
+    from sklmm._model.parameters import theta_to_sdcor, term_sizes
 
     dense = DenseDeviance(model)
     psi_hat = theta_to_sdcor(model.theta_, term_sizes(model._fitted_terms), model.sigma_)
@@ -272,7 +272,7 @@ def test_weighted_profile_by_brute_force(case):
 def test_nested_slope_correlation_by_brute_force():
     """lme4's correlation interval is a linear fallback; sklmm's limits are where the dense zeta is 1.96."""
     model, _ = fitted("nested_slope", "ml")
-    from sklmm._parameters import theta_to_sdcor, term_sizes
+    from sklmm._model.parameters import theta_to_sdcor, term_sizes
 
     dense = DenseDeviance(model)
     psi_hat = theta_to_sdcor(model.theta_, term_sizes(model._fitted_terms), model.sigma_)
@@ -323,7 +323,7 @@ def test_profile_needs_the_training_data():
 
 
 def test_norm_inter_matches_boot():
-    from sklmm._bootstrap import _norm_inter
+    from sklmm._inference.bootstrap import _norm_inter
 
     cases = json.loads((Path(__file__).parent / "data" / "r_format" / "format_cases.json").read_text())["norm_inter"]
     for case in cases:
@@ -347,7 +347,7 @@ def test_bootstrap_is_reproducible_and_independent_of_n_jobs():
 
 
 def test_bootstrap_counts_failed_refits(monkeypatch):
-    import sklmm._bootstrap as module
+    import sklmm._inference.bootstrap as module
 
     model, _ = fitted("dyestuff", "reml")
     real = module.refit
@@ -420,7 +420,7 @@ def test_singular_correlation_profile_by_brute_force():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = MixedLinearRegressor(random_effects="(1 + x | g)", reml=False).fit(X, y, groups=groups)
-    from sklmm._parameters import term_sizes, theta_to_sdcor
+    from sklmm._model.parameters import term_sizes, theta_to_sdcor
 
     psi_hat = theta_to_sdcor(model.theta_, term_sizes(model._fitted_terms), model.sigma_)
     assert psi_hat[1] == pytest.approx(1.0)  # the estimated correlation

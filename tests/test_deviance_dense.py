@@ -19,8 +19,8 @@ import pandas as pd
 import pytest
 
 from reference_cases import load_case
-from sklmm._fit import TrainingData, prepare
-from sklmm._formula import parse_random_effects
+from sklmm._engine.fit import TrainingData, prepare
+from sklmm._model.bars import parse_random_effects
 
 CASES = ["synthetic", "sleepstudy", "sleepstudy_weighted", "penicillin", "pastes", "crossed3", "nested_slope", "slopes3_corr", "zerocorr_crossed", "weighted_slope", "dyestuff"]
 
@@ -146,7 +146,7 @@ def test_inverse_diagonal_blocks_match_dense_inverse(case_name):
 @pytest.mark.parametrize("case_name", ["pastes", "nested_slope", "cake"])
 def test_nested_and_dense_rest_agree(case_name, monkeypatch):
     """The block-diagonal path for nested terms gives the dense path's objective and gradient."""
-    import sklmm._rest as rest
+    import sklmm._engine.rest as rest
 
     _, _, _, _, nested = _problem(case_name, True)
     assert isinstance(nested.rest, rest.NestedRest)
@@ -165,7 +165,7 @@ def test_nested_and_dense_rest_agree(case_name, monkeypatch):
 
 
 def test_dense_rest_too_large_is_refused_with_an_explanation(monkeypatch):
-    import sklmm._rest as rest
+    import sklmm._engine.rest as rest
 
     monkeypatch.setattr(rest, "DENSE_REST_MAX", 10)
     # crossed3: f1 (40 levels) first; the rest, f2 and f3, have 15 + 5 random effects
@@ -177,7 +177,7 @@ def test_dense_rest_too_large_is_refused_with_an_explanation(monkeypatch):
 def test_pair_structured_cross_block_agrees_with_dense(case_name, monkeypatch):
     """Large crossed models hold A_r0 as pairs (PairCross); on small cases, forced, it must give
     the dense representation's objective, gradient and inverse blocks."""
-    import sklmm._crossblock as crossblock
+    import sklmm._engine.crossblock as crossblock
 
     _, _, _, _, dense = _problem(case_name, True)
     assert isinstance(dense.rest.cross, crossblock.DenseCross)

@@ -288,7 +288,7 @@ def test_formula_error_points_at_position():
 def test_independent_columns_follows_lme4_tolerance():
     """Columns are aliased when their residual on earlier columns is below 1e-7 of their norm
     (R's qr tolerance, which lme4 uses); clearly independent columns take the Gram fast path."""
-    from sklmm._fit import independent_columns
+    from sklmm._engine.fit import independent_columns
 
     rng = np.random.default_rng(5)
     x = rng.normal(size=(500, 2))

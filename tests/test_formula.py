@@ -2,7 +2,7 @@
 
 import pytest
 
-from sklmm._formula import FormulaError, TermSpec, parse_random_effects
+from sklmm._model.bars import FormulaError, TermSpec, parse_random_effects
 
 I = "(Intercept)"
 
@@ -70,6 +70,6 @@ def test_non_string_is_a_type_error():
     ],
 )
 def test_lme4_term_order(n_levels, expected):
-    from sklmm._design import lme4_term_order
+    from sklmm._model.terms import lme4_term_order
 
     assert lme4_term_order(n_levels) == expected

@@ -13,7 +13,7 @@ version of it, and checks that the two fits are the same model:
 * the optimum is never worse than the criterion at lme4's starting theta or at nearby theta.
 
 Tolerances.  Two fits of equivalent problems follow different rounding, and each stops
-within the optimiser's documented tolerance (sklmm/_optimize.py: a projected gradient below
+within the optimiser's documented tolerance (sklmm/_engine/optimize.py: a projected gradient below
 1e-7 |objective|, so the objective is within about 1e-5 of the optimum): objectives must
 agree to OBJ_TOL = 2e-5 (two such stops) plus 1e-9 relative for rounding on large
 criteria.  Estimates are compared with the tolerances of tests/test_lme4_reference.py
@@ -36,7 +36,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from sklmm import MixedLinearRegressor
-from sklmm._fit import prepare
+from sklmm._engine.fit import prepare
 
 OBJ_TOL = 2e-5
 EXAMPLES = 50

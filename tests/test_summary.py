@@ -31,7 +31,7 @@ import pytest
 
 from reference_cases import CASES, fitted, load_case, sklmm_group_name
 from sklmm import ModelSummary
-from sklmm._rformat import abbreviate, format_real, r_round, zapsmall
+from sklmm._report.rformat import abbreviate, format_real, r_round, zapsmall
 
 DATA = Path(__file__).parent / "data"
 INFERENCE = DATA / "lme4_inference"

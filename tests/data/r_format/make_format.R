@@ -1,5 +1,5 @@
-# Expected values for sklmm's ports of R's printing helpers (sklmm/_rformat.py) and of
-# boot's norm.inter (sklmm/_bootstrap.py).  Run from the repository root:
+# Expected values for sklmm's ports of R's printing helpers (sklmm/_report/rformat.py) and of
+# boot's norm.inter (sklmm/_inference/bootstrap.py).  Run from the repository root:
 #   Rscript tests/data/r_format/make_format.R
 # Made with R 4.2.2 Patched (boot 1.3-28.1); writes tests/data/r_format/format_cases.json.
 set.seed(3)

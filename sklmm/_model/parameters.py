@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._design import lower_triangle_colmajor
+from .terms import lower_triangle_colmajor
 
 
 def parameter_names(terms) -> list[str]:

@@ -123,7 +123,7 @@ def plot_residuals(est, ax=None):
     'Fitted values'
     """
     plt = _pyplot()
-    from ._summary import fitted_and_residuals
+    from .summary import fitted_and_residuals
 
     fitted, residuals = fitted_and_residuals(est, est._require_training_data("the residual plot"))
     if ax is None:

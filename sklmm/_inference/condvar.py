@@ -29,8 +29,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
-from ._design import lookup_levels
-from ._fit import prepare
+from .._model.terms import lookup_levels
+from .._engine.fit import prepare
 
 
 def _prepared_factor(est):

@@ -11,11 +11,11 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import _results
-from ._design import lookup_levels
-from ._fit import TrainingData, fit_lmm
-from ._formula import TermSpec, parse_random_effects
-from ._validation import as_groups_frame, as_sample_weight, check_numeric, fingerprint, shares_memory
+from . import results as _results
+from .._model.terms import lookup_levels
+from .._engine.fit import TrainingData, fit_lmm
+from .._model.bars import TermSpec, parse_random_effects
+from .._model.validation import as_groups_frame, as_sample_weight, check_numeric, fingerprint, shares_memory
 
 
 def _zero_columns_as_array(X):
@@ -283,7 +283,7 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         >>> print(str(summary).splitlines()[3])
         REML criterion at convergence: 1743.6
         """
-        from ._summary import summarize
+        from .._report.summary import summarize
 
         check_is_fitted(self)
         return summarize(self)
@@ -338,7 +338,7 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         (Intercept)  237.681  265.130
         Days           7.359   13.576
         """
-        from ._confint import confint
+        from .._inference.confint import confint
 
         check_is_fitted(self)
         return confint(self, method=method, level=level, parm=parm, n_boot=n_boot, random_state=random_state, n_jobs=n_jobs)
@@ -366,7 +366,7 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         >>> model.simulate(2, random_state=0).shape
         (180, 2)
         """
-        from ._simulate import simulate, simulation_model
+        from .._inference.simulate import simulate, simulation_model
 
         data = self._require_training_data("simulate")
         model = simulation_model(data, self.coef_, self.intercept_, self._fitted_terms, self.sigma_)
@@ -397,7 +397,7 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         check_is_fitted(self)
         cached = self.__dict__.get("_random_effects_cov")
         if cached is None or cached[0] is not self.theta_:
-            from ._condvar import random_effects_covariances
+            from .._inference.condvar import random_effects_covariances
 
             cached = (self.theta_, random_effects_covariances(self))
             self.__dict__["_random_effects_cov"] = cached
@@ -428,7 +428,7 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         >>> model.predict_se(X.head(3)).round(3)  # population level: sqrt(x' vcov x)
         array([6.825, 6.787, 7.094])
         """
-        from ._condvar import prediction_standard_errors
+        from .._inference.condvar import prediction_standard_errors
 
         check_is_fitted(self)
         X = _zero_columns_as_array(X)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._fit import LmmFit
+from .._engine.fit import LmmFit
 
 
 def variance_components_frame(fit: LmmFit) -> pd.DataFrame:

@@ -42,10 +42,10 @@ import scipy.linalg
 from scipy.optimize import Bounds, brentq, minimize
 from scipy.stats import norm
 
-from . import _parameters
-from ._deviance import ProfiledDeviance
-from ._fit import prepare
-from ._optimize import optimize_theta
+from .._model import parameters as _parameters
+from .._engine.deviance import ProfiledDeviance
+from .._engine.fit import prepare
+from .._engine.optimize import optimize_theta
 
 _LOG_2PI = np.log(2.0 * np.pi)
 #: Relative accuracy of a limit (Brent's method on zeta).

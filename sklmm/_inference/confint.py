@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from . import _parameters
+from .._model import parameters as _parameters
 
 METHODS = {"wald": "wald", "profile": "profile", "bootstrap": "bootstrap", "boot": "bootstrap"}
 
@@ -83,12 +83,12 @@ def confint(est, method: str = "profile", level: float = 0.95, parm=None, n_boot
     if key == "wald":
         return wald_confint(est, level, names)
     if key == "profile":
-        from ._profile import profile_confint
+        from .profile import profile_confint
 
         frame = profile_confint(est, level, names, n_jobs=n_jobs)
         frame.attrs.update({"method": "profile", "level": level})
         return frame
-    from ._bootstrap import parametric_bootstrap
+    from .bootstrap import parametric_bootstrap
 
     result = parametric_bootstrap(est, n_boot=n_boot, random_state=random_state, n_jobs=n_jobs)
     frame = result.percentile_intervals(level).loc[names]

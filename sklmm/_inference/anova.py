@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import chi2
 
-from ._fit import fit_lmm
+from .._engine.fit import fit_lmm
 
 REFIT_NOTE = "refitting model(s) with ML (instead of REML)"
 
@@ -165,7 +165,7 @@ def anova(*models, refit: bool = True, names=None) -> AnovaTable:
         },
         index=pd.Index([r[0] for r in rows], dtype=object),
     )
-    from ._summary import formula
+    from .._report.summary import formula
 
     by_name = dict(zip(names, models))
     table.attrs["heading"] = ["Models:", *(f"{r[0]}: {formula(by_name[r[0]])}" for r in rows)]

@@ -25,9 +25,9 @@ import pandas as pd
 from joblib import Parallel, delayed
 from scipy.stats import norm
 
-from . import _parameters
-from ._fit import SINGULAR_TOLERANCE, optimize, prepare
-from ._simulate import as_seed_sequence, simulation_model
+from .._model import parameters as _parameters
+from .._engine.fit import SINGULAR_TOLERANCE, optimize, prepare
+from .simulate import as_seed_sequence, simulation_model
 
 
 @dataclass

@@ -74,8 +74,8 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 
-from ._rest import _cholesky, make_rest
-from ._design import ReTerm, lower_triangle_colmajor
+from .rest import _cholesky, make_rest
+from .._model.terms import ReTerm, lower_triangle_colmajor
 
 _LOG_2PI = np.log(2.0 * np.pi)
 #: Below this, a diagonal element of lambda makes the analytic gradient

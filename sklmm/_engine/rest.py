@@ -27,7 +27,7 @@ import scipy.linalg
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
-from ._crossblock import make_cross
+from .crossblock import make_cross
 
 #: A dense rest block larger than this (q_r) would need q_r^2 doubles several
 #: times over; sklmm refuses it with an explanation instead of exhausting memory.

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ._rformat import abbreviate, format_real, print_matrix, print_named, r_round, zapsmall
+from .rformat import abbreviate, format_real, print_matrix, print_named, r_round, zapsmall
 
 #: lme4's ``digits`` for the summary: ``max(3, getOption("digits") - 3)``.
 DIGITS = 4

@@ -23,11 +23,11 @@ import numpy as np
 import pandas as pd
 import scipy.linalg
 
-from . import _warnings
-from ._design import ReTerm, build_terms
-from ._deviance import ProfiledDeviance
-from ._formula import INTERCEPT, TermSpec
-from ._optimize import NoFiniteObjective, optimize_theta
+from .. import _warnings
+from .._model.terms import ReTerm, build_terms
+from .deviance import ProfiledDeviance
+from .._model.bars import INTERCEPT, TermSpec
+from .optimize import NoFiniteObjective, optimize_theta
 
 #: lme4's rank tolerance for the fixed-effects model matrix (``rankMatrix``).
 RANK_TOLERANCE = 1e-7

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._design import build_terms
+from .._model.terms import build_terms
 
 
 def as_generator(random_state) -> np.random.Generator:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ._formula import INTERCEPT, TermSpec
+from .bars import INTERCEPT, TermSpec
 
 
 @dataclass

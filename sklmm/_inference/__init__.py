@@ -1,0 +1,2 @@
+"""Inference on fitted models: intervals, profiles, bootstrap, likelihood-ratio
+tests, conditional variances and simulation."""
