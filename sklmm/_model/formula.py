@@ -547,16 +547,14 @@ def _build_block(text: str, frame: pd.DataFrame, what: str, treat_as_offset: boo
     from formulaic.errors import FormulaicError
 
     source = to_formulaic(text)
+    used = [name for name in frame.columns if re.search(rf"(?<![\w.]){re.escape(name)}(?![\w.])", source)]
+    _check_missing(frame, used, what)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             matrix = model_matrix(source, frame, context=FUNCTIONS, na_action="raise", output="numpy")
     except FormulaicError as error:
-        message = str(error)
-        for name in frame.columns:
-            if frame[name].isna().any() and re.search(rf"\b{re.escape(name)}\b", source):
-                _check_missing(frame, [name], what)
-        raise ValueError(f"{what} ({text!r}) could not be built from the data: {message}") from None
+        raise ValueError(f"{what} ({text!r}) could not be built from the data: {error}") from None
     except (NameError, KeyError, TypeError, ValueError, SyntaxError) as error:
         raise ValueError(f"{what} ({text!r}) could not be built from the data: {error}") from None
     spec = matrix.model_spec
