@@ -619,7 +619,7 @@ def _variable_order(source: str, spec) -> dict[str, int]:
             for match in re.finditer(re.escape(target), squeezed):
                 before = squeezed[match.start() - 1] if match.start() else ""
                 after = squeezed[match.end()] if match.end() < len(squeezed) else ""
-                if not (before.isalnum() or before in "._") and not (after.isalnum() or after in "._("):
+                if not (before and (before.isalnum() or before in "._")) and not (after and (after.isalnum() or after in "._(")):
                     position = match.start()
                     break
             order[expr] = position
