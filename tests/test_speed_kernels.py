@@ -98,3 +98,32 @@ def test_batched_refits_without_intercept():
     fast = refitter.refit(y2, model.theta_, 10_000)
     for a, b in zip(full[:3], fast[:3]):
         np.testing.assert_allclose(b, a, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("reml", [True, False], ids=["reml", "ml"])
+@pytest.mark.parametrize("case_name", ["sleepstudy", "sleepstudy_weighted", "dyestuff", "slopes3_corr", "weighted_slope"])
+def test_one_term_gradient_matches_finite_differences(case_name, reml):
+    """The fused one-term gradient (p0 = 1, 2, 3) against central differences of the
+    objective (itself checked against the dense likelihood): 1e-5 relative to the
+    gradient's size, at random theta."""
+    from tests.test_deviance_dense import _problem
+
+    _, _, _, _, problem = _problem(case_name, reml)
+    if problem.q_rest:
+        pytest.skip("more than one term")
+    rng = np.random.default_rng(4)
+    lower = problem.lower_bounds()
+    for _ in range(3):
+        theta = rng.uniform(0.2, 1.5, size=problem.n_theta)
+        theta[lower < 0] = rng.uniform(-0.8, 0.8, size=int(np.sum(lower < 0)))
+        theta = theta * problem.theta_scales()
+        value, grad = problem.objective_and_gradient(theta)
+        assert value == pytest.approx(problem.objective(theta), rel=1e-12)
+        numeric = np.empty_like(theta)
+        for i in range(len(theta)):
+            h = 1e-6 * max(1.0, abs(theta[i]))
+            up, down = theta.copy(), theta.copy()
+            up[i] += h
+            down[i] -= h
+            numeric[i] = (problem.objective(up) - problem.objective(down)) / (2 * h)
+        np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-5 * np.max(np.abs(numeric)))

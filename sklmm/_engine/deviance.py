@@ -122,6 +122,8 @@ class Factorization:
 
 def _solve_lower_transposed(L: np.ndarray, b: np.ndarray) -> np.ndarray:
     """x with L' x = b for a lower-triangular L (LAPACK dtrtrs, no checks)."""
+    if L.shape[0] == 0:
+        return np.array(b, dtype=np.float64)
     x, info = lapack.dtrtrs(L, b, lower=1, trans=1)
     if info != 0:
         raise np.linalg.LinAlgError(f"singular triangular factor (dtrtrs info {info})")
@@ -130,6 +132,8 @@ def _solve_lower_transposed(L: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _solve_lower(L: np.ndarray, b: np.ndarray) -> np.ndarray:
     """x with L x = b for a lower-triangular L (LAPACK dtrtrs, no checks)."""
+    if L.shape[0] == 0:
+        return np.array(b, dtype=np.float64)
     x, info = lapack.dtrtrs(L, b, lower=1)
     if info != 0:
         raise np.linalg.LinAlgError(f"singular triangular factor (dtrtrs info {info})")
@@ -469,6 +473,8 @@ class ProfiledDeviance:
             return np.inf, np.zeros_like(theta)
         if not self.terms:
             return value, np.zeros(0)
+        if not self.q_rest:
+            return value, self._one_term_gradient(theta, fac, value, pwrss)
 
         grad = np.empty_like(theta)
         beta, u = self._beta_u(fac)
@@ -491,6 +497,45 @@ class ProfiledDeviance:
         for t in numeric:
             grad[self.theta_slices[t]] = self._numeric_gradient(theta, self.theta_slices[t], value)
         return value, grad
+
+    def _one_term_gradient(self, theta: np.ndarray, fac: Factorization, value: float, pwrss: float) -> np.ndarray:
+        """The gradient for a model with one term: the general formulas, fused.
+
+        Same algebra as the general path (``_beta_u``, ``_pwrss_derivatives``,
+        ``_inverse_block_sums``) written out for one block-diagonal term, so
+        that a small model's evaluation makes a few dozen array operations.
+        """
+        p, m0, p0 = self.p, self.m0, self.p0
+        lam = fac.lams[0]
+        if np.abs(lam.diagonal()).min() < _SINGULAR_LAMBDA:
+            return self._numeric_gradient(theta, self.theta_slices[0], value)
+        LXX, LX0, AX0 = fac.LXX, fac.LX0, self.AX0
+        RX = LXX[:p, :p]
+        beta = _solve_lower_transposed(RX, LXX[p, :p])
+        r = LX0[p] - beta @ LX0[:p]  # L_zz' u = l_yz' - L_Xz' beta
+        scale = (self.n - p) if self.reml else self.n
+        if p0 == 1:
+            Ld = fac.L00.reshape(m0)
+            u0 = r / Ld
+            R0 = AX0[p, :, 0] - beta @ AX0[:p, :, 0] - self.A00.reshape(m0) * (lam[0, 0] * u0)
+            dpwrss = -2.0 * (R0 @ u0)
+            inv_sum = float(np.sum(1.0 / (Ld * Ld)))
+            if self.reml and p:
+                P = _solve_lower(RX, LX0[:p] / Ld)
+                inv_sum += float(P.ravel() @ P.ravel())
+            return np.array([2.0 * (m0 - inv_sum) / lam[0, 0] + scale * dpwrss / pwrss])
+        u0 = smallblocks.solve_lower_transpose(fac.L00, r.reshape(m0, p0))
+        R0 = AX0[p] - (beta @ AX0[:p].reshape(p, -1)).reshape(m0, p0) - np.einsum("lcd,ld->lc", self.A00, u0 @ lam.T)
+        dpwrss = -2.0 * (R0.T @ u0)
+        Li = fac.L00inv.reshape(m0 * p0, p0)
+        inv_sum = Li.T @ Li
+        if self.reml and p:
+            V = smallblocks.solve_lower_transpose(fac.L00, LX0[:p].reshape(p, m0, p0).transpose(1, 2, 0))
+            P = _solve_lower(RX, V.transpose(2, 0, 1).reshape(p, m0 * p0)).reshape(p * m0, p0)
+            inv_sum = inv_sum + P.T @ P
+        dlogdet = 2.0 * _solve_lower_transposed(lam, (m0 * np.eye(p0) - inv_sum).T)
+        rows, cols = lower_triangle_colmajor(p0)
+        return dlogdet[rows, cols] + scale * dpwrss[rows, cols] / pwrss
 
     def _pwrss_derivatives(self, fac: Factorization, beta: np.ndarray, u: list[np.ndarray]) -> list[np.ndarray]:
         """d pwrss / d lambda_t as p_t x p_t matrices: -2 R_t' U_t with R = Z'W r."""

@@ -226,10 +226,12 @@ class ResponseRefitter:
 def _refit_problem(problem, lower, theta0: np.ndarray, max_iter: int):
     """Optimise a problem from theta0, lme4's ``refit``; see :func:`refit`."""
     if problem.n_theta:
-        result = optimize(problem, max_iter, theta0)
+        # No derivative-free second opinion (optimize_theta's): it costs about
+        # 50 refits; a singular optimum is checked from a second start instead.
+        result = optimize(problem, max_iter, theta0, second_opinion=False)
         singular = bool(np.any(result.theta[lower == 0.0] < SINGULAR_TOLERANCE))
         if singular:
-            other = optimize(problem, max_iter)  # fit_lmm's start
+            other = optimize(problem, max_iter, second_opinion=False)  # fit_lmm's start
             if other.objective < result.objective:
                 result = other
         theta, converged = result.theta, result.converged
