@@ -128,6 +128,9 @@ class DenseRest:
 
     def _scalar_diagonal(self, lams):
         """Lambda_r's diagonal when every rest term is scalar (Lambda_r diagonal), else None."""
+        if len(self.layout) == 1:
+            m, p = self.layout[0][1:]
+            return np.full(m, lams[0][0, 0]) if p == 1 else None
         if any(p != 1 for _, _, p in self.layout):
             return None
         return np.repeat(np.array([lam[0, 0] for lam in lams]), [m for _, m, _ in self.layout])
