@@ -47,7 +47,10 @@ taken in "A-space": with ``W0 = M0 M0'`` per level,
     LXX LXX' = A_XX - LX0 LX0' - LXr LXr'
 
 (A_r0 W0 A_0r by :mod:`sklmm._crossblock`), so an evaluation touches these
-blocks only: its cost does not depend on n.
+blocks only: its cost does not depend on n.  The per-level blocks of L00
+(and of a nested rest term) are factored, inverted and solved with the
+closed-form kernels of :mod:`sklmm._engine.smallblocks` (p <= 3), never with
+batched ``numpy.linalg`` calls.
 
 Objective (lme4's scale)::
 
