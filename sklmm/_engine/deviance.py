@@ -528,7 +528,7 @@ class ProfiledDeviance:
                 inv_sum += float(P.ravel() @ P.ravel())
             return np.array([2.0 * (m0 - inv_sum) / lam[0, 0] + scale * dpwrss / pwrss])
         u0 = smallblocks.solve_lower_transpose(fac.L00, r.reshape(m0, p0))
-        R0 = AX0[p] - (beta @ AX0[:p].reshape(p, -1)).reshape(m0, p0) - np.einsum("lcd,ld->lc", self.A00, u0 @ lam.T)
+        R0 = AX0[p] - (beta @ AX0[:p].reshape(p, m0 * p0)).reshape(m0, p0) - np.einsum("lcd,ld->lc", self.A00, u0 @ lam.T)
         dpwrss = -2.0 * (R0.T @ u0)
         Li = fac.L00inv.reshape(m0 * p0, p0)
         inv_sum = Li.T @ Li
@@ -545,7 +545,7 @@ class ProfiledDeviance:
         p = self.p
         b0 = u[0] @ fac.lams[0].T  # Lambda_0 u_0 per level
         # R = A_zy - A_zX beta - A_zz Lambda u
-        R0 = self.AX0[p] - (beta @ self.AX0[:p].reshape(p, -1)).reshape(self.m0, self.p0)
+        R0 = self.AX0[p] - (beta @ self.AX0[:p].reshape(p, self.m0 * self.p0)).reshape(self.m0, self.p0)
         if self.p0 == 1:
             R0 = R0 - self.A00[:, :, 0] * b0
         else:
@@ -581,7 +581,7 @@ class ProfiledDeviance:
             S0 = Li.T @ Li
         if self.reml and p > 0:
             v0, _ = self._solve_u(fac, fac.LX0[:p])
-            P0 = _solve_lower(fac.LXX[:p, :p], v0.reshape(p, -1)).reshape(p * m0, p0)
+            P0 = _solve_lower(fac.LXX[:p, :p], v0.reshape(p, m0 * p0)).reshape(p * m0, p0)
             S0 = S0 + P0.T @ P0
         return [S0]
 
@@ -630,7 +630,7 @@ class ProfiledDeviance:
             rows = np.concatenate([fac.LX0[:p], fac.LXr[:p]], axis=1) if self.q_rest else fac.LX0[:p]
             v0, v_r = self._solve_u(fac, rows)
             LX = fac.LXX[:p, :p]
-            P0 = _solve_lower(LX, v0.reshape(p, -1)).reshape(p, m0, p0)
+            P0 = _solve_lower(LX, v0.reshape(p, m0 * p0)).reshape(p, m0, p0)
             blocks[0] = blocks[0] + np.einsum("klc,kld->lcd", P0, P0)
             if self.q_rest:
                 Pr = _solve_lower(LX, v_r)
