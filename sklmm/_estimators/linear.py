@@ -260,14 +260,24 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
 
     # -- inference and reporting (sklmm._summary, _confint, _simulate, _condvar) ----
 
-    def summary(self):
-        """The model's summary, as lme4's ``summary(lmer)``.
+    def summary(self, ddf="satterthwaite"):
+        """The model's summary, as lmerTest's ``summary(lmer)`` (or lme4's with ``ddf=None``).
+
+        Parameters
+        ----------
+        ddf : {"satterthwaite", "kenward-roger"} or None, default="satterthwaite"
+            Degrees of freedom of the fixed effects' t tests, as lmerTest:
+            the table gains ``df`` and ``Pr(>|t|)`` columns (Kenward-Roger:
+            standard errors adjusted as pbkrtest's ``vcovAdj``; REML fits
+            only).  ``None``: lme4's table (estimate, standard error, t
+            value), with nothing more to compute.
 
         Returns
         -------
         ModelSummary
-            ``str()`` reads as lme4's printed summary; the tables are
-            attributes (DataFrames and Series), and notebooks show it as HTML.
+            ``str()`` reads as lmerTest's (or lme4's) printed summary; the
+            tables are attributes (DataFrames and Series), and notebooks
+            show it as HTML.
 
         Examples
         --------
@@ -275,18 +285,22 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         >>> from sklmm.datasets import load_sleepstudy
         >>> X, y, groups = load_sleepstudy(return_X_y_groups=True)
         >>> model = MixedLinearRegressor(random_effects="(1 + Days | Subject)").fit(X, y, groups=groups)
-        >>> summary = model.summary()
+        >>> summary = model.summary()  # lmerTest: df 17.000, p 3.26e-06 for Days
         >>> summary.fixed_effects.round(3)
+                     Estimate  Std. Error    df  t value  Pr(>|t|)
+        (Intercept)   251.405       6.825  17.0   36.838       0.0
+        Days           10.467       1.546  17.0    6.771       0.0
+        >>> print(str(summary).splitlines()[3])
+        REML criterion at convergence: 1743.6
+        >>> model.summary(ddf=None).fixed_effects.round(3)  # lme4's table
                      Estimate  Std. Error  t value
         (Intercept)   251.405       6.825   36.838
         Days           10.467       1.546    6.771
-        >>> print(str(summary).splitlines()[3])
-        REML criterion at convergence: 1743.6
         """
         from .._report.summary import summarize
 
         check_is_fitted(self)
-        return summarize(self)
+        return summarize(self, ddf=ddf)
 
     def confint(self, method="profile", level=0.95, parm=None, *, n_boot=500, random_state=None, n_jobs=None):
         """Confidence intervals for the variance parameters and fixed effects (lme4's ``confint``).
