@@ -540,3 +540,46 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
                 if name not in names:
                     names.append(name)
         return names
+
+    # -- tests of fixed effects (sklmm._inference.ddf, ftests) ------------------------------
+
+    def test(self, L, ddf="satterthwaite"):
+        """Test the linear hypothesis ``L beta = 0`` (lmerTest's ``contest``).
+
+        Parameters
+        ----------
+        L : array-like of shape (p,) or (k, p), Series or DataFrame
+            The contrast: one column per estimated fixed effect, in the
+            order of ``fixed_effects_`` (a Series or DataFrame may name the
+            fixed effects it uses; the others get 0).
+        ddf : {"satterthwaite", "kenward-roger"}, default="satterthwaite"
+            Denominator degrees of freedom, as lmerTest (Kenward-Roger as
+            pbkrtest 0.5.2; REML fits only).
+
+        Returns
+        -------
+        DataFrame
+            One row (a 1-D ``L`` or one row): the t test, columns
+            ``Estimate``, ``Std. Error``, ``df``, ``t value``, ``Pr(>|t|)``
+            (Kenward-Roger: the adjusted standard error).  Several rows: the
+            F test, columns ``Sum Sq``, ``Mean Sq``, ``NumDF``, ``DenDF``,
+            ``F value``, ``Pr(>F)``, as lmerTest's ``contestMD``.
+
+        Examples
+        --------
+        >>> from sklmm import MixedLinearRegressor
+        >>> from sklmm.datasets import load_sleepstudy
+        >>> X, y, groups = load_sleepstudy(return_X_y_groups=True)
+        >>> model = MixedLinearRegressor(random_effects="(1 + Days | Subject)").fit(X, y, groups=groups)
+        >>> model.test([0, 1]).round(3)  # lmerTest's contest1D: df 17.000, t 6.771
+           Estimate  Std. Error    df  t value  Pr(>|t|)
+        0    10.467       1.546  17.0    6.771       0.0
+        >>> # lmerTest's contestMD(ddf = "Kenward-Roger"): NumDF 2, DenDF 16, F 705.836
+        >>> model.test([[1, 0], [0, 1]], ddf="kenward-roger")[["NumDF", "DenDF", "F value"]].round(1)
+           NumDF  DenDF  F value
+        0      2   16.0    705.8
+        """
+        from .._inference.ftests import contrast_test
+
+        check_is_fitted(self)
+        return contrast_test(self, L, ddf=ddf)

@@ -168,10 +168,19 @@ class LmmTests:
     sigma: float
     varpar: np.ndarray
     reml: bool
-    problem: object = field(repr=False)
-    prepared: object = field(repr=False)
-    _satterthwaite: tuple | None = field(default=None, repr=False)
-    _kenward_roger: tuple | None = field(default=None, repr=False)
+    loader: object = field(repr=False)  # () -> Prepared, the model rebuilt from the training data
+    cache: dict = field(default_factory=dict, repr=False)  # small results only (kept with the model)
+    _prepared: object = field(default=None, repr=False)
+
+    @property
+    def prepared(self):
+        if self._prepared is None:
+            self._prepared = self.loader()
+        return self._prepared
+
+    @property
+    def problem(self):
+        return self.prepared.problem
 
     # -- Satterthwaite ------------------------------------------------------------
 
@@ -202,14 +211,14 @@ class LmmTests:
 
     def satterthwaite_parts(self) -> tuple[np.ndarray, np.ndarray]:
         """(Jacobian of vcov(beta), shape (k, p, p); asymptotic covariance of varpar, (k, k))."""
-        if self._satterthwaite is None:
+        if "satterthwaite" not in self.cache:
             hessian = richardson_hessian(self.deviance, self.varpar)
             values, vectors = np.linalg.eigh(hessian)
             pos = values > _HESSIAN_TOL
             vcov_varpar = 2.0 * (vectors[:, pos] / values[pos]) @ vectors[:, pos].T
             jac = richardson_jacobian(self.covbeta, self.varpar)  # (p, p, k)
-            self._satterthwaite = (np.moveaxis(jac, -1, 0), vcov_varpar)
-        return self._satterthwaite
+            self.cache["satterthwaite"] = (np.moveaxis(jac, -1, 0), vcov_varpar)
+        return self.cache["satterthwaite"]
 
     def satterthwaite_t(self, L: np.ndarray) -> dict:
         """t test of each row of L (lmerTest's ``contest1D``): estimate, se, df, t, p."""
@@ -253,9 +262,9 @@ class LmmTests:
         """(adjusted vcov Phi_A, the P_r matrices, W): pbkrtest's ``vcovAdj`` and its attributes."""
         if not self.reml:
             raise ValueError("Kenward-Roger's method is only available for REML fits (refit with reml=True)")
-        if self._kenward_roger is None:
-            self._kenward_roger = kenward_roger_adjustment(self.problem, self.prepared, self.varpar[:-1], self.sigma, self.vcov)
-        return self._kenward_roger
+        if "kenward-roger" not in self.cache:
+            self.cache["kenward-roger"] = kenward_roger_adjustment(self.problem, self.prepared, self.varpar[:-1], self.sigma, self.vcov)
+        return self.cache["kenward-roger"]
 
     @property
     def vcov_kenward_roger(self) -> np.ndarray:
@@ -462,18 +471,25 @@ def kenward_roger_adjustment(problem, prepared, theta, sigma, Phi):
 
 
 def lmm_tests(est) -> LmmTests:
-    """The tests' machinery for a fitted MixedLinearRegressor (built once per fit, then kept on it)."""
-    cached = est.__dict__.get("_lmm_tests")
-    if cached is not None and cached[0] is est.theta_:
-        return cached[1]
+    """The tests' machinery for a fitted MixedLinearRegressor.
+
+    The derivatives it computes (p x p and k x k arrays: small) are kept on
+    the model, so they are computed once per fit and survive pickling; the
+    cross products are rebuilt from the training data when first needed.
+    """
     if not est._fitted_terms:
         raise ValueError("tests with Satterthwaite or Kenward-Roger df need a model with random effects")
-    data = est._require_training_data("tests of the fixed effects")
-    prepared = prepare(data, est.reml, warn=False)
+    cached = est.__dict__.get("_ddf_cache")
+    if cached is None or cached[0] is not est.theta_:
+        cached = (est.theta_, {})
+        est.__dict__["_ddf_cache"] = cached
+
+    def loader():
+        data = est._require_training_data("tests of the fixed effects with Satterthwaite or Kenward-Roger df")
+        return prepare(data, est.reml, warn=False)
+
     names = list(est.fixed_effects_.index)
     beta = est.fixed_effects_["estimate"].to_numpy()
     vcov = est.fixed_effects_cov_.to_numpy()
     varpar = np.concatenate([est.theta_, [est.sigma_]])
-    tests = LmmTests(names, beta, vcov, float(est.sigma_), varpar, bool(est.reml), prepared.problem, prepared)
-    est.__dict__["_lmm_tests"] = (est.theta_, tests)
-    return tests
+    return LmmTests(names, beta, vcov, float(est.sigma_), varpar, bool(est.reml), loader, cached[1])

@@ -183,7 +183,7 @@ def _zapsmall(x: np.ndarray, digits: int = 7) -> np.ndarray:
 
 
 def _model_matrix(est, tests) -> np.ndarray:
-    return tests.prepared.design
+    return tests.prepared.design  # the estimated columns, rows with weight 0 left out
 
 
 def _full_dummy_factory(est, terms: TermStructure, X: np.ndarray):

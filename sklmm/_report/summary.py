@@ -472,6 +472,20 @@ def summarize(est, ddf="satterthwaite") -> ModelSummary:
     from .._inference.ddf import check_ddf
 
     ddf = check_ddf(ddf, allow_none=True)
+    if ddf is not None and est._fitted_terms and getattr(est, "_training_data", None) is None:
+        cached = est.__dict__.get("_ddf_cache")
+        key = "satterthwaite" if ddf == "satterthwaite" else "kenward-roger"
+        if cached is None or cached[0] is not est.theta_ or key not in cached[1]:
+            import warnings
+
+            warnings.warn(
+                f"the {ddf} degrees of freedom need the data the model was fitted to, which is not saved "
+                "when a model is pickled (unless the summary was computed before): showing lme4's table "
+                "without df and p values. Fit the model again on its data for them, or pass ddf=None.",
+                UserWarning,
+                stacklevel=3,
+            )
+            ddf = None
     reml = bool(est.reml)
     if ddf is None:
         fixed = est.fixed_effects_.rename(columns={"estimate": "Estimate", "std_error": "Std. Error", "t_value": "t value"})
