@@ -128,3 +128,106 @@ def test_formula_cases_on_their_model_matrix(name, fit, method):
         table = ref["xform"][fit][method]["anova"][type]
         labels = [n.strip("`")[2:] for n in as_list(table["terms"])]
         check_anova(model, table, int(type), METHODS[method], labels)
+
+
+# -- printed layout: R's printCoefmat of lmerTest's table ---------------------------------------
+
+
+def _summary_with_table(table: pd.DataFrame):
+    from sklmm import ModelSummary
+
+    empty = pd.DataFrame()
+    return ModelSummary("", "", pd.Series(dtype=float), None, empty, 0, pd.Series(dtype=int), table, empty)
+
+
+LAYOUT_PARAMS = [
+    pytest.param(case, method, id=f"{case}-{method}")
+    for case in XFORM_CASES
+    for method in METHODS
+    if method in xform_reference(case)["summary_text"]
+]
+
+
+@pytest.mark.parametrize("case, method", LAYOUT_PARAMS)
+def test_printed_table_is_lmertests(case, method):
+    """The fixed-effects block, formatted from lmerTest's own numbers, reads exactly as R prints it."""
+    ref = xform_reference(case)
+    coef = ref["reml"][method]["coef"]
+    table = pd.DataFrame(
+        {"Estimate": as_list(coef["estimate"]), "Std. Error": as_list(coef["se"]), "df": as_list(coef["df"]), "t value": as_list(coef["t"]), "Pr(>|t|)": as_list(coef["p"])},
+        index=[n.strip("`") for n in as_list(coef["names"])],
+    )
+    expected = [line.rstrip() for line in ref["summary_text"][method].splitlines()[1:]]
+    mine = [line.rstrip() for line in _summary_with_table(table)._fixed_effects_lines()]
+    assert mine == expected[: len(mine)] and len(mine) == len(expected)
+
+
+def test_summary_text_heading_and_table():
+    model, _ = fitted("sleepstudy", "reml")
+    text = str(model.summary())
+    assert text.startswith("Linear mixed model fit by REML. t-tests use Satterthwaite's method ['MixedLinearRegressor']\n")
+    assert "            Estimate Std. Error      df t value Pr(>|t|)    \n" in text
+    assert "Days          10.467      1.546  17.000   6.771 3.26e-06 ***\n" in text
+    kr = str(model.summary(ddf="kenward-roger"))
+    assert "t-tests use Kenward-Roger's method" in kr
+
+
+# -- contrasts ------------------------------------------------------------------------------------
+
+
+def test_contrast_tests_against_lmertest():
+    """lmerTest 3.1-3 on sleepstudy, (Days | Subject), REML:
+    contest1D(fm, c(0, 1)): t 6.771481489, df 16.99998373;
+    contestMD(fm, diag(2)): F 749.9504539, DenDF 16.99984605;
+    contestMD(fm, diag(2), ddf = "Kenward-Roger"): F 705.8357213, DenDF 16, Sum Sq 982345.1129."""
+    model, _ = fitted("sleepstudy", "reml")
+    one = model.test([0, 1])
+    assert one["t value"].iloc[0] == pytest.approx(6.771481489, rel=1e-3)
+    assert one["df"].iloc[0] == pytest.approx(16.99998373, rel=1e-3)
+    sat = model.test(np.eye(2)).iloc[0]
+    assert sat["F value"] == pytest.approx(749.9504539, rel=1e-3)
+    assert sat["DenDF"] == pytest.approx(16.99984605, rel=1e-3)
+    assert sat["NumDF"] == 2
+    kr = model.test(np.eye(2), ddf="kenward-roger").iloc[0]
+    assert kr["F value"] == pytest.approx(705.8357213, rel=1e-3)
+    assert kr["DenDF"] == pytest.approx(16, rel=1e-3)
+    assert kr["Sum Sq"] == pytest.approx(982345.1129, rel=1e-3)
+    # named contrasts; a one-row F test is the t test squared
+    named = model.test(pd.Series({"Days": 1.0}))
+    assert named["t value"].iloc[0] == one["t value"].iloc[0]
+    f1 = model.test(pd.DataFrame([[0.0, 1.0], [0.0, 2.0]], columns=["(Intercept)", "Days"])).iloc[0]
+    assert f1["NumDF"] == 1 and f1["F value"] == pytest.approx(one["t value"].iloc[0] ** 2)
+
+
+def test_contrast_errors_name_the_problem():
+    model, _ = fitted("sleepstudy", "reml")
+    with pytest.raises(ValueError, match="one column per estimated fixed effect"):
+        model.test([1.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="not fixed effects"):
+        model.test(pd.Series({"age": 1.0}))
+    with pytest.raises(ValueError, match="ddf='bogus'"):
+        model.test([0, 1], ddf="bogus")
+    ml, _ = fitted("sleepstudy", "ml")
+    with pytest.raises(ValueError, match="only available for REML"):
+        ml.test([0, 1], ddf="kenward-roger")
+    from sklmm import anova
+
+    with pytest.raises(ValueError, match="type=4"):
+        anova(model, type=4)
+
+
+def test_pickled_model_keeps_computed_df_and_otherwise_falls_back():
+    import pickle
+
+    from sklmm import MixedLinearRegressor
+    from sklmm.datasets import load_sleepstudy
+
+    X, y, groups = load_sleepstudy(return_X_y_groups=True)
+    model = MixedLinearRegressor(random_effects="(1 + Days | Subject)").fit(X, y, groups=groups)
+    fresh = pickle.loads(pickle.dumps(model))
+    with pytest.warns(UserWarning, match="not saved"):
+        table = fresh.summary().fixed_effects
+    assert "df" not in table.columns
+    expected = model.summary().fixed_effects
+    restored = pickle.loads(pickle.dumps(model))
+    pd.testing.assert_frame_equal(restored.summary().fixed_effects, expected)

@@ -311,7 +311,7 @@ def format_pval(pv, digits: int) -> list[str]:
         values = pv[rest]
         with np.errstate(divide="ignore"):
             expo = np.floor(np.log10(np.where(values > 0, values, 1e-50)))
-        fixp = (expo >= -3) | (values == 0)
+        fixp = (expo >= -3) | ((expo == -4) & (digits > 1))  # R 4's rule
         for group in (fixp, ~fixp):
             idx = [rest[k] for k in np.flatnonzero(group)]
             if idx:
