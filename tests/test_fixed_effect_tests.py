@@ -231,3 +231,56 @@ def test_pickled_model_keeps_computed_df_and_otherwise_falls_back():
     expected = model.summary().fixed_effects
     restored = pickle.loads(pickle.dumps(model))
     pd.testing.assert_frame_equal(restored.summary().fixed_effects, expected)
+
+
+# -- formula terms: anova by term through the design contract (est._design) ---------------------
+
+
+class FakeDesign:
+    """The part of the formula interface's FormulaDesign that the tests of terms read."""
+
+    def __init__(self, names, labels, assign, factor_levels):
+        self.fixed_names = names
+        self.term_labels = labels
+        self.assign = np.asarray(assign)
+        self.factor_levels = factor_levels
+
+
+@lru_cache(maxsize=None)
+def fitted_with_terms(name: str, method: str):
+    """The formula case fitted on its model matrix named as R names it, with the formula's terms attached."""
+    from sklmm import MixedLinearRegressor
+
+    spec, ref, data = formula_case(name)
+    names = as_list(ref["coef_names"])
+    X = data[spec["fixed"]].astype(float)
+    X.columns = names[1:]
+    y = data[spec["response"]].astype(float).to_numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = MixedLinearRegressor(random_effects=spec["random_effects"], reml=method == "reml").fit(X, y, groups=data[spec["groups"]])
+    factors = as_list(spec.get("factors", []))
+    levels = {f: sorted(data[f].unique()) for f in factors}
+    model._design = FakeDesign(names, as_list(ref["term_labels"]), as_list(ref["assign"]), levels)
+    frame = data.copy()
+    for v in as_list(spec.get("numeric", [])):
+        frame[v] = frame[v].astype(float)
+    model._training_frame = frame
+    return model
+
+
+TERM_PARAMS = [
+    pytest.param(name, fit, method, type, id=f"{name}-{fit}-{method}-type{type}")
+    for name in FORMULA_CASES
+    for fit in ("reml", "ml")
+    for method in METHODS
+    if method in formula_case(name)[1]["formula"][fit]
+    for type in ("1", "2", "3")
+]
+
+
+@pytest.mark.parametrize("name, fit, method, type", TERM_PARAMS)
+def test_anova_by_formula_term_against_lmertest(name, fit, method, type):
+    model = fitted_with_terms(name, fit)
+    table = formula_case(name)[1]["formula"][fit][method]["anova"][type]
+    check_anova(model, table, int(type), METHODS[method], as_list(table["terms"]))
