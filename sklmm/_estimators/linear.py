@@ -583,3 +583,58 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
 
         check_is_fitted(self)
         return contrast_test(self, L, ddf=ddf)
+
+    def predict_interval(self, X, groups=None, level=0.95):
+        """Prediction intervals for new observations.
+
+        Each row is predicted as :meth:`predict` predicts it and the
+        interval is ``fit -/+ z sd`` (normal quantile), ``sd`` the standard
+        deviation of the prediction error of a new observation:
+
+        * rows whose levels were seen in fit: the residual variance plus the
+          conditional mean squared error of the prediction (uncertainty of
+          the fixed effects and of the level's conditional modes);
+        * a term whose level is new (or ``groups=None``): its random effect
+          is predicted by 0 and its variance (``z' Sigma z``, Sigma the
+          term's covariance) is added, as is the uncertainty of the fixed
+          effects and the residual variance.
+
+        Not included: the uncertainty of the variance parameters (theta,
+        sigma), so in small samples the intervals are somewhat too narrow.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        groups : array-like, Series or DataFrame, default=None
+            Grouping factors as in :meth:`predict`.
+        level : float, default=0.95
+
+        Returns
+        -------
+        DataFrame
+            Columns ``fit``, ``lower``, ``upper``, ``se`` (the prediction
+            error's standard deviation), one row per row of X (X's index
+            when X is a DataFrame).
+
+        Examples
+        --------
+        >>> from sklmm import MixedLinearRegressor
+        >>> from sklmm.datasets import load_sleepstudy
+        >>> X, y, groups = load_sleepstudy(return_X_y_groups=True)
+        >>> model = MixedLinearRegressor(random_effects="(1 + Days | Subject)").fit(X, y, groups=groups)
+        >>> model.predict_interval(X.head(2), groups=groups.head(2)).round(1)  # subject 308
+             fit  lower  upper    se
+        0  253.7  198.1  309.3  28.4
+        1  273.3  219.1  327.6  27.7
+        >>> model.predict_interval(X.head(2)).round(1)  # a new subject: sqrt(6.825^2 + 612.09 + 654.94)
+             fit  lower  upper    se
+        0  251.4  180.4  322.4  36.2
+        1  261.9  189.4  334.3  37.0
+        """
+        from .._inference.intervals import prediction_interval
+
+        check_is_fitted(self)
+        index = X.index if isinstance(X, pd.DataFrame) else None
+        X = _zero_columns_as_array(X)
+        X = validate_data(self, X, dtype=np.float64, reset=False, ensure_min_features=0)
+        return prediction_interval(self, X, groups, level, index=index)

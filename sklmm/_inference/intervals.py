@@ -1,0 +1,71 @@
+"""Prediction intervals for new observations of a linear mixed model.
+
+For a new observation ``y0 = x0' beta + z0' b + e0`` the interval is
+``prediction -/+ z_{(1+level)/2} sqrt(var)``, with ``var`` the variance of
+the prediction error ``y0 - prediction`` given the variance parameters:
+
+* a term whose level was seen in fit: the prediction uses the level's
+  conditional mode; its error variance is the conditional mean squared
+  error of ``x0' beta_hat + z0' b_hat`` (the uncertainty of beta_hat and
+  of b_hat, :func:`sklmm._inference.condvar.prediction_standard_errors`);
+* a term whose level is new (or every term when ``groups=None``): the
+  random effect is predicted by 0 and its whole variance
+  ``z0_t' Sigma_t z0_t`` (``Sigma_t = sigma^2 lambda_t lambda_t'``) is added;
+* always the residual variance sigma^2 of the new observation (weight 1).
+
+The uncertainty of the variance parameters themselves (theta, sigma) is
+not included, so the intervals are somewhat too narrow in small samples;
+quantiles are normal.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .._model.terms import lookup_levels
+from .condvar import prediction_standard_errors
+
+
+def _term_columns(term, X: np.ndarray, rows=None) -> np.ndarray:
+    rows = np.arange(X.shape[0]) if rows is None else rows
+    z = np.ones((len(rows), len(term.columns)))
+    for j, column in enumerate(term.slope_index):
+        if column is not None:
+            z[:, j] = X[rows, column]
+    return z
+
+
+def new_level_variance(est, X: np.ndarray, groups) -> np.ndarray:
+    """Per row, the variance of the random effects whose level is unknown (or all, without groups)."""
+    total = np.zeros(X.shape[0])
+    frame = None if groups is None else est._groups_for_predict(groups, X.shape[0])
+    sigma2 = est.sigma_**2
+    for term in est._fitted_terms:
+        unknown = np.ones(X.shape[0], dtype=bool)
+        if frame is not None and all(name in frame.columns for name in term.factors):
+            unknown = lookup_levels(frame, term.factors, term.levels) < 0
+        if not unknown.any():
+            continue
+        rows = np.flatnonzero(unknown)
+        z = _term_columns(term, X, rows)
+        Sigma = sigma2 * term.lam @ term.lam.T
+        total[rows] += np.einsum("ij,jk,ik->i", z, Sigma, z)
+    return total
+
+
+def prediction_interval(est, X: np.ndarray, groups, level: float, index=None) -> pd.DataFrame:
+    """See :meth:`MixedLinearRegressor.predict_interval`."""
+    if not 0 < level < 1:
+        raise ValueError(f"level={level!r} must be between 0 and 1")
+    frame_X = pd.DataFrame(X, columns=est.feature_names_in_) if hasattr(est, "feature_names_in_") else X
+    prediction = est.predict(frame_X, groups=groups)
+    se_fit = prediction_standard_errors(est, X, groups)
+    var = se_fit**2 + new_level_variance(est, X, groups) + est.sigma_**2
+    sd = np.sqrt(var)
+    z = stats.norm.ppf(0.5 + level / 2.0)
+    out = pd.DataFrame({"fit": prediction, "lower": prediction - z * sd, "upper": prediction + z * sd, "se": sd})
+    if index is not None:
+        out.index = index
+    return out
