@@ -15,7 +15,16 @@ from . import results as _results
 from .._model.terms import lookup_levels
 from .._engine.fit import TrainingData, fit_lmm
 from .._model.bars import TermSpec, parse_random_effects
-from .._model.validation import as_groups_frame, as_sample_weight, check_numeric, fingerprint, shares_memory
+from .._model.bars import FormulaError
+from .._model.validation import (
+    as_groups_frame,
+    as_sample_weight,
+    check_numeric,
+    check_row_alignment,
+    fingerprint,
+    refuse_groups_by_name,
+    shares_memory,
+)
 
 
 def _zero_columns_as_array(X):
@@ -25,6 +34,35 @@ def _zero_columns_as_array(X):
     if isinstance(X, pd.DataFrame) and shape is not None and len(shape) == 2 and shape[1] == 0:
         return np.empty((shape[0], 0))
     return X
+
+
+def _n_rows(X) -> int:
+    shape = getattr(X, "shape", None)
+    if shape is not None and len(shape) >= 1:
+        return int(shape[0])
+    try:
+        return len(X)
+    except TypeError:
+        return 0
+
+
+def _warn_factor_columns_in_X(columns: list[str], specs: list[TermSpec]) -> None:
+    """Warn when a column of X has the name of one of the model's grouping factors.
+
+    Usually the group ids were left in X as well as passed as ``groups``:
+    they are then also fitted as a numeric fixed-effect covariate.
+    """
+    factors = {name for spec in specs for name in spec.factors}
+    clash = [c for c in columns if c in factors]
+    if clash:
+        warnings.warn(
+            f"X column(s) {clash} have the name(s) of grouping factor(s) of the model, taken from "
+            f"groups: each is also fitted as a numeric fixed-effect covariate (a slope on the "
+            f"group ids), which is rarely meant. If they hold the group labels, drop them from X: "
+            f"fit(X.drop(columns={clash!r}), y, groups=...).",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 class MixedLinearRegressor(RegressorMixin, BaseEstimator):
@@ -150,8 +188,11 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         self : MixedLinearRegressor
         """
         self._validate_params()
+        refuse_groups_by_name(groups, X, _n_rows(X))
+        check_row_alignment(X, y=y, groups=groups, sample_weight=sample_weight)
         X = _zero_columns_as_array(X)
-        check_numeric(X, y)
+        check_numeric(X, y, factors=self._named_factors())
+        columns_in = [str(c) for c in X.columns] if isinstance(X, pd.DataFrame) else []
         X_in, y_in = X, y
         X, y = validate_data(
             self, X, y, dtype=np.float64, y_numeric=True, ensure_min_samples=2,
@@ -169,6 +210,7 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         specs = self._term_specs(frame)
         names = self._slope_names(X.shape[1])
         self._check_slopes_without_column_names(specs, names)
+        _warn_factor_columns_in_X(columns_in, specs)
 
         self._training_data = TrainingData(X, y, frame, weights, specs, names, self.fit_intercept)
         self._training_fingerprint = X_fingerprint
@@ -210,6 +252,8 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         ndarray of shape (n_samples,)
         """
         check_is_fitted(self)
+        refuse_groups_by_name(groups, X, _n_rows(X))
+        check_row_alignment(X, groups=groups)
         X = _zero_columns_as_array(X)
         X = validate_data(self, X, dtype=np.float64, reset=False, ensure_min_features=0)
         prediction = X @ self.coef_ + self.intercept_
@@ -256,6 +300,7 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         """
         from sklearn.metrics import r2_score
 
+        check_row_alignment(X, y=y, sample_weight=sample_weight)
         return r2_score(y, self.predict(X, groups=groups), sample_weight=sample_weight)
 
     # -- inference and reporting (sklmm._summary, _confint, _simulate, _condvar) ----
@@ -445,6 +490,8 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         from .._inference.condvar import prediction_standard_errors
 
         check_is_fitted(self)
+        refuse_groups_by_name(groups, X, _n_rows(X))
+        check_row_alignment(X, groups=groups)
         X = _zero_columns_as_array(X)
         X = validate_data(self, X, dtype=np.float64, reset=False, ensure_min_features=0)
         return prediction_standard_errors(self, X, groups)
@@ -498,6 +545,16 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
                 "GridSearchCV(...).fit(X, y, groups=groups)."
             )
         return specs
+
+    def _named_factors(self) -> tuple[str, ...]:
+        """Grouping factor names the random part names (empty if it does not parse yet)."""
+        if not isinstance(self.random_effects, str):
+            return ()
+        try:
+            specs = parse_random_effects(self.random_effects)
+        except FormulaError:
+            return ()  # reported with its position where the terms are built
+        return tuple(name for spec in specs for name in spec.factors)
 
     def _slope_names(self, n_features: int) -> list[str]:
         if hasattr(self, "feature_names_in_"):
