@@ -691,7 +691,10 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         from .._inference.intervals import prediction_interval
 
         check_is_fitted(self)
+        refuse_groups_by_name(groups, X, _n_rows(X))
+        check_row_alignment(X, groups=groups)
         index = X.index if isinstance(X, pd.DataFrame) else None
+        prediction = self.predict(X, groups=groups)
         X = _zero_columns_as_array(X)
         X = validate_data(self, X, dtype=np.float64, reset=False, ensure_min_features=0)
-        return prediction_interval(self, X, groups, level, index=index)
+        return prediction_interval(self, X, groups, level, prediction, index=index)

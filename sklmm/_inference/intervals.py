@@ -55,12 +55,10 @@ def new_level_variance(est, X: np.ndarray, groups) -> np.ndarray:
     return total
 
 
-def prediction_interval(est, X: np.ndarray, groups, level: float, index=None) -> pd.DataFrame:
-    """See :meth:`MixedLinearRegressor.predict_interval`."""
+def prediction_interval(est, X: np.ndarray, groups, level: float, prediction: np.ndarray, index=None) -> pd.DataFrame:
+    """See :meth:`MixedLinearRegressor.predict_interval` (``prediction``: its ``predict``)."""
     if not 0 < level < 1:
         raise ValueError(f"level={level!r} must be between 0 and 1")
-    frame_X = pd.DataFrame(X, columns=est.feature_names_in_) if hasattr(est, "feature_names_in_") else X
-    prediction = est.predict(frame_X, groups=groups)
     se_fit = prediction_standard_errors(est, X, groups)
     var = se_fit**2 + new_level_variance(est, X, groups) + est.sigma_**2
     sd = np.sqrt(var)
