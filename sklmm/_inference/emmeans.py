@@ -162,10 +162,11 @@ def emmeans(est, specs, by=None, level: float = 0.95, ddf=None) -> EMMeans:
     EMMeans
         ``.means`` (DataFrame) and ``.pairs(adjust="tukey")``.
 
-    Examples
-    --------
-    See ``docs/testing-fixed-effects.md``; the tests compare every number
-    with R's emmeans 1.8.4-1 (tests/data/emmeans).
+    Notes
+    -----
+    tests/test_emmeans.py compares every number with R's emmeans 1.8.4-1
+    (tests/data/emmeans).  A runnable example comes with the formula
+    interface (issue 11), which the reference grid needs.
     """
     from .ftests import _training_frame
 
