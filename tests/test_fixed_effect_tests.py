@@ -247,7 +247,7 @@ class FakeDesign:
 
 
 @lru_cache(maxsize=None)
-def fitted_with_terms(name: str, method: str):
+def fitted_with_terms(name: str, method: str, with_frame: bool = False):
     """The formula case fitted on its model matrix named as R names it, with the formula's terms attached."""
     from sklmm import MixedLinearRegressor
 
@@ -262,10 +262,11 @@ def fitted_with_terms(name: str, method: str):
     factors = as_list(spec.get("factors", []))
     levels = {f: sorted(data[f].unique()) for f in factors}
     model._design = FakeDesign(names, as_list(ref["term_labels"]), as_list(ref["assign"]), levels)
-    frame = data.copy()
-    for v in as_list(spec.get("numeric", [])):
-        frame[v] = frame[v].astype(float)
-    model._training_frame = frame
+    if with_frame:
+        frame = data.copy()
+        for v in as_list(spec.get("numeric", [])):
+            frame[v] = frame[v].astype(float)
+        model._training_frame = frame
     return model
 
 
@@ -281,6 +282,30 @@ TERM_PARAMS = [
 
 @pytest.mark.parametrize("name, fit, method, type", TERM_PARAMS)
 def test_anova_by_formula_term_against_lmertest(name, fit, method, type):
-    model = fitted_with_terms(name, fit)
+    model = fitted_with_terms(name, fit)  # the full-dummy columns from the model matrix alone
     table = formula_case(name)[1]["formula"][fit][method]["anova"][type]
     check_anova(model, table, int(type), METHODS[method], as_list(table["terms"]))
+
+
+@pytest.mark.parametrize("name", ["ham", "cake_factorial", "sleep_groups"])
+def test_full_dummy_columns_from_the_model_matrix_equal_the_datas(name):
+    """model.matrix(~ 0 + term) rebuilt from the treatment-coded columns equals the indicators of the data."""
+    from sklmm._inference.ddf import lmm_tests
+    from sklmm._inference.ftests import _full_dummy_factory, term_structure
+
+    model = fitted_with_terms(name, "reml")
+    frame = fitted_with_terms(name, "reml", with_frame=True)._training_frame
+    terms = term_structure(model)
+    full_dummy = _full_dummy_factory(model, terms, lmm_tests(model).prepared.design)
+    levels = model._design.factor_levels
+    for label in terms.labels:
+        cols, names = full_dummy(label)
+        direct = np.ones((len(frame), 1))
+        for v in terms.variables[label]:  # the first variable varies fastest, as R's model.matrix
+            if v in levels:
+                ind = np.column_stack([(frame[v].astype(str) == str(level)).to_numpy(float) for level in levels[v]])
+                direct = np.column_stack([direct[:, i] * ind[:, j] for j in range(ind.shape[1]) for i in range(direct.shape[1])])
+            else:
+                direct = direct * frame[v].to_numpy(dtype=float)[:, None]
+        np.testing.assert_allclose(cols, direct, atol=1e-12, err_msg=label)
+        assert len(names) == cols.shape[1]

@@ -189,14 +189,21 @@ def emmeans(est, specs, by=None, level: float = 0.95, ddf=None) -> EMMeans:
 
     frame = _training_frame(est)
     numeric = [v for v in design.variable_names if v not in levels]
-    if numeric and frame is None:
-        raise ValueError("emmeans needs the training data of the formula fit (the means of its numeric variables)")
+    tests = lmm_tests(est)
+    means_of = {}
+    for v in numeric:
+        if frame is not None and v in frame.columns:
+            means_of[v] = float(np.mean(frame[v].to_numpy(dtype=float)))
+        elif v in list(est.fixed_effects_.index):  # the variable is a column of the model matrix
+            means_of[v] = float(np.mean(tests.prepared.design[:, list(est.fixed_effects_.index).index(v)]))
+        else:
+            raise ValueError(f"emmeans needs the mean of the numeric variable {v!r}: pass a model whose training data is kept")
     # the reference grid: first factor fastest (R's expand.grid)
     factor_names = list(levels)
     combos = list(itertools.product(*[levels[f] for f in reversed(factor_names)]))
     grid = pd.DataFrame([tuple(reversed(c)) for c in combos], columns=factor_names)
     for v in numeric:
-        grid[v] = float(np.mean(frame[v].to_numpy(dtype=float)))
+        grid[v] = means_of[v]
     for f in factor_names:
         if frame is not None and f in frame.columns and isinstance(frame[f].dtype, pd.CategoricalDtype):
             grid[f] = pd.Categorical(grid[f], categories=frame[f].cat.categories)
@@ -217,7 +224,6 @@ def emmeans(est, specs, by=None, level: float = 0.95, ddf=None) -> EMMeans:
         linfct.append(X_grid[mask].mean(axis=0))
         rows.append({**{f: spec_values[f] for f in specs}, **{f: by_values[f] for f in by}})
     linfct = np.array(linfct)
-    tests = lmm_tests(est)
     res = _t_rows(tests, linfct, ddf)  # Kenward-Roger: the adjusted covariance, as emmeans
     means = pd.DataFrame(rows, columns=[*specs, *by])
     means["emmean"] = res["estimate"]

@@ -186,40 +186,67 @@ def _model_matrix(est, tests) -> np.ndarray:
     return tests.prepared.design  # the estimated columns, rows with weight 0 left out
 
 
+class _MissingColumn(Exception):
+    pass
+
+
 def _full_dummy_factory(est, terms: TermStructure, X: np.ndarray):
-    """``model.matrix(~ 0 + term)`` for each term of the model: (columns, R names)."""
+    """``model.matrix(~ 0 + term)`` for each term of the model: (columns, R names).
+
+    Formula fits: each full-dummy column is built from the model matrix's own
+    (treatment-coded, R-named) columns, an indicator of a factor's first
+    level being 1 minus those of the others (so ``A1:x = x - A2:x - A3:x``);
+    this needs the term's marginal terms in the model, as R's hierarchy
+    usually has them.  Otherwise the training data's columns are used.
+    """
     design = getattr(est, "_design", None)
     if design is None:  # X-form: every term is one numeric column
         return lambda label: (X[:, terms.columns(label)], [label])
-    frame = _training_frame(est)
-    levels = design.factor_levels
+    levels = {k: [str(v) for v in vals] for k, vals in design.factor_levels.items()}
+    index = {name: j for j, name in enumerate(terms.names)}
 
-    def numeric_part(var) -> np.ndarray:
-        if var in terms.labels and len(terms.columns(var)) == 1:
-            return X[:, terms.columns(var)[0]]
-        if frame is not None and var in frame.columns:
-            return frame[var].to_numpy(dtype=float)
-        raise ValueError(f"type 3 tests need the values of {var!r}; it is neither a one-column model term nor a data column")
+    def monomial(label, pieces: dict) -> np.ndarray:
+        """The product of a term's numeric variables and the indicators in ``pieces`` (var -> level)."""
+        parts = [v if v not in levels else f"{v}{pieces[v]}" for v in terms.variables[label] if v not in levels or v in pieces]
+        name = ":".join(parts) if parts else INTERCEPT
+        if name in index:
+            return X[:, index[name]]
+        baseline = next((f for f in pieces if pieces[f] == levels[f][0]), None)
+        if baseline is None:
+            raise _MissingColumn(name)
+        rest = {f: v for f, v in pieces.items() if f != baseline}
+        value = monomial(label, rest).copy()
+        for other in levels[baseline][1:]:
+            value -= monomial(label, {**rest, baseline: other})
+        return value
+
+    def cells(label):
+        factors = [v for v in terms.variables[label] if v in levels]
+        combos = [{}]
+        for f in factors:  # the first factor varies fastest, as R's model.matrix
+            combos = [{**c, f: level} for level in levels[f] for c in combos]
+        names = [":".join(v if v not in levels else f"{v}{c[v]}" for v in terms.variables[label]) for c in combos]
+        return combos, names
 
     def full_dummy(label):
-        variables = terms.variables[label]
-        if not any(v in levels for v in variables):
-            cols = terms.columns(label)
-            if len(cols) == 1:
-                return X[:, cols], [label]
+        combos, names = cells(label)
+        try:
+            return np.column_stack([monomial(label, c) for c in combos]), names
+        except _MissingColumn:
+            pass
+        frame = _training_frame(est)
         if frame is None:
-            raise ValueError("type 3 tests of factor terms need the data the formula model was fitted to")
-        columns, names = [np.ones(X.shape[0])], [""]
-        # R's model.matrix(~ 0 + a:b): the first variable varies fastest
-        for var in variables:
-            if var in levels:
-                values = frame[var].astype(str).to_numpy()
-                pieces = [(values == str(level), f"{var}{level}") for level in levels[var]]
-            else:
-                pieces = [(numeric_part(var), var)]
-            columns = [c * v for v, _ in pieces for c in columns]
-            names = [f"{n}:{m}" if n else m for _, m in pieces for n in names]
-        return np.column_stack(columns).astype(float), names
+            raise ValueError(
+                f"type 3 tests of the term {label!r} need the columns of its marginal terms in the model "
+                "or the data the formula model was fitted to"
+            )
+        columns = []
+        for c in combos:
+            value = np.ones(X.shape[0])
+            for v in terms.variables[label]:
+                value = value * (frame[v].astype(str).to_numpy() == c[v] if v in levels else frame[v].to_numpy(dtype=float))
+            columns.append(value)
+        return np.column_stack(columns), names
 
     return full_dummy
 
