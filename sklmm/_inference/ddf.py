@@ -392,22 +392,31 @@ def kenward_roger_adjustment(problem, prepared, theta, sigma, Phi):
     B = (B + B.T) / 2.0
     M = B + np.eye(q)
     cho = scipy.linalg.cho_factor(M, lower=True, check_finite=False)
-    G = scipy.linalg.cho_solve(cho, np.eye(q), check_finite=False)
-    G = (G + G.T) / 2.0
-    I_G = np.eye(q) - G
-    GG = G @ I_G  # G - G^2
-    GIG2 = GG @ I_G  # G (I - G)^2
-    tG = t2 @ G
-    tGt = tG @ t2.T
-    tGGt = (t2 @ GG) @ t2.T
-    tGIG2t = (t2 @ GIG2) @ t2.T
+    # Y = t G (G = M^-1 never multiplied by a q x q matrix): with t G t' = A - sigma^2 H0,
+    #   H1 = (A - t G t' - Y Y') / sigma^4,   H2 = (A - t G t' - Y Y' - Y G Y') / sigma^6
+    # (G B = I - G turns the powers of G into these), and only H1's zx block, the
+    # within-level entries of its zz block, and the xx blocks of H1 and H2 are needed.
+    Y = scipy.linalg.cho_solve(cho, t2.T, check_finite=False).T  # (q + p, q)
     s2 = sigma**2
+    tGt = Y @ t2.T
+    tGt = (tGt + tGt.T) / 2.0
     H0 = (A - tGt) / s2
-    H1 = (A - 2.0 * tGt + tGGt) / s2**2
-    H2 = (A - 3.0 * tGt + 3.0 * tGGt - tGIG2t) / s2**3
-    tr_VR2 = (n - 2.0 * (q - np.trace(G)) + np.sum(I_G * I_G)) / s2**2
+    Yz, Yx = Y[:q], Y[q:]
+    F1 = (s2 * H0[:q, q:] - Yz @ Yx.T) / s2**2
+    H1xx = (s2 * H0[q:, q:] - Yx @ Yx.T) / s2**2
+    GYx = scipy.linalg.cho_solve(cho, Yx.T, check_finite=False)  # G Y_x'
+    H2xx = (s2 * H0[q:, q:] - Yx @ Yx.T - Yx @ GYx) / s2**3
+    Linv = scipy.linalg.solve_triangular(cho[0], np.eye(q), lower=True, check_finite=False)
+    G = Linv.T @ Linv
+    trG = float(np.trace(G))
+    tr_VR2 = (n - 2.0 * (q - trG) + (q - 2.0 * trG + float(np.sum(G * G)))) / s2**2  # tr (I - G)^2
+    del G, Linv
 
-    C, F, D1, F1 = H0[:q, :q], H0[:q, q:], H1[:q, :q], H1[:q, q:]
+    def D1_entries(i, j):
+        """Entries (i, j) of H1's zz block: (sigma^2 H0 - Y Y') / sigma^4 at those pairs."""
+        return (s2 * H0[i, j] - np.einsum("ij,ij->i", Yz[i], Yz[j])) / s2**2
+
+    C, F = H0[:q, :q], H0[:q, q:]
 
     # Parameters: each term's lower triangle (pbkrtest's order within a term), then the residual.
     params = []  # (rows a, rows b) index arrays into Z's columns
@@ -432,7 +441,7 @@ def kenward_roger_adjustment(problem, prepared, theta, sigma, Phi):
         idx, ef = E_apply(param, F)  # E_r F
         EF.append((idx, ef))
         Ps.append(-(F[idx].T @ ef))
-    Ps.append(-H1[q:, q:])
+    Ps.append(-H1xx)
     Ps = [(Pm + Pm.T) / 2.0 for Pm in Ps]
 
     Q = {}
@@ -446,9 +455,10 @@ def kenward_roger_adjustment(problem, prepared, theta, sigma, Phi):
             idx_d, ec_s = E_apply(params[s], C)
             K[r, s] = K[s, r] = np.sum(ec_r[:, idx_d] * ec_s[:, idx_c].T)
         Q[r, k - 1] = ef_r.T @ F1[idx_r]
-        idx_e, ed_r = E_apply(param_r, D1)
-        K[r, k - 1] = K[k - 1, r] = float(np.sum(ed_r[np.arange(len(idx_e)), idx_e]))  # tr(E_r D1)
-    Q[k - 1, k - 1] = H2[q:, q:]
+        ia, ib = param_r  # tr(E_r D1): the term's (a, b) entries of D1, level by level
+        trace = float(np.sum(D1_entries(ia, ib)))
+        K[r, k - 1] = K[k - 1, r] = trace if np.array_equal(ia, ib) else 2.0 * trace
+    Q[k - 1, k - 1] = H2xx
     K[k - 1, k - 1] = tr_VR2
 
     IE2 = np.empty((k, k))
