@@ -114,7 +114,7 @@ def check_row_alignment(X, **others) -> None:
     >>> try:
     ...     check_row_alignment(X, y=y)
     ... except ValueError as error:
-    ...     print(str(error)[:58])
+    ...     print(str(error)[:57])
     y is a pandas object whose index holds the same labels as
     """
     index = getattr(X, "index", None)
