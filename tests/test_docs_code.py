@@ -186,10 +186,6 @@ MISSING_EXAMPLES = {
     "sklmm.MixedLinearRegressor.simulate",
     "sklmm.MixedLinearRegressor.summary",
     "sklmm.ModelSummary",
-    # need a formula fit (issue 11's formula interface), not on this branch yet
-    "sklmm.emmeans",
-    "sklmm.EMMeans",
-    "sklmm.EMMeans.pairs",
 }
 
 

@@ -1,9 +1,7 @@
 """sklmm.emmeans against R's emmeans 1.8.4-1 (tests/data/emmeans/make_emmeans.R, emmeans.json).
 
-The models are the formula cases of tests/data/lmertest/cases, fitted on
-their model matrix with the formula's design attached through the design
-contract (``FakeDesign`` below stands in for the formula interface's
-FormulaDesign).  Tolerances: means, SE and interval bounds 1e-4 relative
+The models are the formula cases of tests/data/lmertest/cases, fitted with
+``sklmm.lmer`` and their formula.  Tolerances: means, SE and interval bounds 1e-4 relative
 (the fits agree with lme4 to about 1e-6 here), df 1e-3 relative,
 p values 1e-4 absolute; the linear functions (emmeans' ``linfct``) 1e-10.
 """
@@ -11,66 +9,20 @@ p values 1e-4 absolute; the linear functions (emmeans' ``linfct``) 1e-10.
 from __future__ import annotations
 
 import json
-import re
-import warnings
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from test_fixed_effect_tests import FakeDesign, as_list, formula_case
+from test_fixed_effect_tests import as_list, fitted_formula
 
 import sklmm
-from sklmm import MixedLinearRegressor
 
 REFERENCE = json.loads((Path(__file__).parent / "data" / "emmeans" / "emmeans.json").read_text())
 
 
-class GridDesign(FakeDesign):
-    """FakeDesign plus fixed_matrix / variable_names, for treatment-coded R column names."""
-
-    def __init__(self, names, labels, assign, factor_levels, variable_names):
-        super().__init__(names, labels, assign, factor_levels)
-        self.variable_names = variable_names
-
-    def fixed_matrix(self, frame: pd.DataFrame) -> np.ndarray:
-        columns = []
-        for name in self.fixed_names:
-            if name == "(Intercept)":
-                columns.append(np.ones(len(frame)))
-                continue
-            value = np.ones(len(frame))
-            for piece in name.split(":"):
-                factor = next((f for f in self.factor_levels if piece.startswith(f) and piece[len(f) :] in self.factor_levels[f]), None)
-                if factor is not None:
-                    value = value * (frame[factor].astype(str).to_numpy() == piece[len(factor) :])
-                else:
-                    value = value * frame[piece].to_numpy(dtype=float)
-            columns.append(value)
-        return np.column_stack(columns)
-
-
-@lru_cache(maxsize=None)
 def model_for(case: str):
-    spec, ref, data = formula_case(case)
-    names = as_list(ref["coef_names"])
-    X = data[spec["fixed"]].astype(float)
-    X.columns = names[1:]
-    y = data[spec["response"]].astype(float).to_numpy()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = MixedLinearRegressor(random_effects=spec["random_effects"]).fit(X, y, groups=data[spec["groups"]])
-    factors = as_list(spec.get("factors", []))
-    numeric = as_list(spec.get("numeric", []))
-    frame = data.copy()
-    for v in numeric:
-        frame[v] = frame[v].astype(float)
-    model._design = GridDesign(names, as_list(ref["term_labels"]), as_list(ref["assign"]), {f: sorted(data[f].unique()) for f in factors}, factors + numeric)
-    if case != "sleep_groups":  # there, Days' mean comes from the model matrix's Days column
-        model._training_frame = frame
-    return model
+    return fitted_formula(case, "reml")
 
 
 PARAMS = [pytest.param(i, mode, id=f"{r['case']}-{r['specs']}-by{r.get('by')}-{mode}") for i, r in enumerate(REFERENCE) for mode in ("kenward-roger", "satterthwaite")]

@@ -233,41 +233,25 @@ def test_pickled_model_keeps_computed_df_and_otherwise_falls_back():
     pd.testing.assert_frame_equal(restored.summary().fixed_effects, expected)
 
 
-# -- formula terms: anova by term through the design contract (est._design) ---------------------
+# -- formula fits (sklmm.lmer): anova by model term ---------------------------------------------
 
 
-class FakeDesign:
-    """The part of the formula interface's FormulaDesign that the tests of terms read."""
-
-    def __init__(self, names, labels, assign, factor_levels):
-        self.fixed_names = names
-        self.term_labels = labels
-        self.assign = np.asarray(assign)
-        self.factor_levels = factor_levels
+def formula_data(name: str) -> pd.DataFrame:
+    spec, _, data = formula_case(name)
+    frame = data.copy()
+    for v in [spec["response"], *as_list(spec.get("numeric", []))]:
+        frame[v] = frame[v].astype(float)
+    return frame
 
 
 @lru_cache(maxsize=None)
-def fitted_with_terms(name: str, method: str, with_frame: bool = False):
-    """The formula case fitted on its model matrix named as R names it, with the formula's terms attached."""
-    from sklmm import MixedLinearRegressor
+def fitted_formula(name: str, method: str):
+    import sklmm
 
-    spec, ref, data = formula_case(name)
-    names = as_list(ref["coef_names"])
-    X = data[spec["fixed"]].astype(float)
-    X.columns = names[1:]
-    y = data[spec["response"]].astype(float).to_numpy()
+    spec, _, _ = formula_case(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = MixedLinearRegressor(random_effects=spec["random_effects"], reml=method == "reml").fit(X, y, groups=data[spec["groups"]])
-    factors = as_list(spec.get("factors", []))
-    levels = {f: sorted(data[f].unique()) for f in factors}
-    model._design = FakeDesign(names, as_list(ref["term_labels"]), as_list(ref["assign"]), levels)
-    if with_frame:
-        frame = data.copy()
-        for v in as_list(spec.get("numeric", [])):
-            frame[v] = frame[v].astype(float)
-        model._training_frame = frame
-    return model
+        return sklmm.lmer(spec["formula"], formula_data(name), reml=method == "reml")
 
 
 TERM_PARAMS = [
@@ -282,9 +266,19 @@ TERM_PARAMS = [
 
 @pytest.mark.parametrize("name, fit, method, type", TERM_PARAMS)
 def test_anova_by_formula_term_against_lmertest(name, fit, method, type):
-    model = fitted_with_terms(name, fit)  # the full-dummy columns from the model matrix alone
+    """lmerTest's F table per term of the formula (a factor's columns together): types 1, 2, 3."""
+    model = fitted_formula(name, fit)
     table = formula_case(name)[1]["formula"][fit][method]["anova"][type]
     check_anova(model, table, int(type), METHODS[method], as_list(table["terms"]))
+
+
+@pytest.mark.parametrize("name", FORMULA_CASES)
+def test_formula_fit_coefficient_tables_against_lmertest(name):
+    model = fitted_formula(name, "reml")
+    _, ref, _ = formula_case(name)
+    for method in METHODS:
+        if method in ref["formula"]["reml"]:
+            check_coef_table(model, ref["formula"]["reml"][method]["coef"], METHODS[method])
 
 
 @pytest.mark.parametrize("name", ["ham", "cake_factorial", "sleep_groups"])
@@ -293,8 +287,8 @@ def test_full_dummy_columns_from_the_model_matrix_equal_the_datas(name):
     from sklmm._inference.ddf import lmm_tests
     from sklmm._inference.ftests import _full_dummy_factory, term_structure
 
-    model = fitted_with_terms(name, "reml")
-    frame = fitted_with_terms(name, "reml", with_frame=True)._training_frame
+    model = fitted_formula(name, "reml")
+    frame = formula_data(name)
     terms = term_structure(model)
     full_dummy = _full_dummy_factory(model, terms, lmm_tests(model).prepared.design)
     levels = model._design.factor_levels
@@ -309,3 +303,15 @@ def test_full_dummy_columns_from_the_model_matrix_equal_the_datas(name):
                 direct = direct * frame[v].to_numpy(dtype=float)[:, None]
         np.testing.assert_allclose(cols, direct, atol=1e-12, err_msg=label)
         assert len(names) == cols.shape[1]
+
+
+def test_type3_with_sum_contrasts_says_what_to_do():
+    import sklmm
+
+    data = formula_data("ham")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = sklmm.lmer("liking ~ C(Product, contr.sum) * Information + (1 | Consumer)", data)
+    with pytest.raises(ValueError, match="treatment-coded"):
+        sklmm.anova(model, type=3)
+    assert len(sklmm.anova(model, type=1)) == 3

@@ -97,3 +97,20 @@ def test_prediction_interval_level_is_checked():
     model = MixedLinearRegressor(random_effects="(1 | group)").fit(X, rng.normal(size=40), groups=g)
     with pytest.raises(ValueError, match="level=1.5"):
         model.predict_interval(X, level=1.5)
+
+
+def test_formula_fit_gives_the_x_form_intervals():
+    import sklmm
+    from sklmm.datasets import load_sleepstudy
+
+    data = load_sleepstudy()
+    formula_model = sklmm.lmer("Reaction ~ Days + (Days | Subject)", data)
+    X, y, groups = load_sleepstudy(return_X_y_groups=True)
+    x_model = MixedLinearRegressor(random_effects="(Days | Subject)").fit(X, y, groups=groups)
+    new = data.iloc[[0, 15, 40]]
+    seen = formula_model.predict_interval(new)
+    np.testing.assert_allclose(seen.to_numpy(), x_model.predict_interval(X.iloc[[0, 15, 40]], groups=groups.iloc[[0, 15, 40]]).to_numpy(), rtol=1e-6)
+    with pytest.warns(UserWarning, match="population-level"):  # predict's warning: no Subject column
+        unseen = formula_model.predict_interval(new.drop(columns="Subject"))
+    np.testing.assert_allclose(unseen.to_numpy(), x_model.predict_interval(X.iloc[[0, 15, 40]]).to_numpy(), rtol=1e-6)
+    assert list(seen.index) == [0, 15, 40]

@@ -777,10 +777,6 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         from .._inference.intervals import prediction_interval
 
         check_is_fitted(self)
-        refuse_groups_by_name(groups, X, _n_rows(X))
-        check_row_alignment(X, groups=groups)
         index = X.index if isinstance(X, pd.DataFrame) else None
-        prediction = self.predict(X, groups=groups)
-        X = _zero_columns_as_array(X)
-        X = validate_data(self, X, dtype=np.float64, reset=False, ensure_min_features=0)
-        return prediction_interval(self, X, groups, level, prediction, index=index)
+        X, source, frame, offset = self._prediction_inputs(X, groups)
+        return prediction_interval(self, X, source, frame, offset, level, index=index)

@@ -51,6 +51,25 @@ class EMMeans:
     ddf : str
         The degrees-of-freedom method used.
     level : float
+
+    Examples
+    --------
+    >>> import numpy as np, sklmm
+    >>> from sklmm.datasets import load_sleepstudy
+    >>> data = load_sleepstudy()
+    >>> data["Period"] = np.where(data["Days"] < 3, "a_early", np.where(data["Days"] < 6, "b_middle", "c_late"))
+    >>> model = sklmm.lmer("Reaction ~ Period + (1 | Subject)", data)
+    >>> emm = sklmm.emmeans(model, "Period")  # emmeans: 262 293 330, SE 9.80 9.80 9.54, df 23.3 23.3 21.0
+    >>> emm.means.round(2)
+         Period  emmean    SE     df  lower.CL  upper.CL
+    0   a_early  262.17  9.80  23.32    241.91    282.43
+    1  b_middle  293.39  9.80  23.32    273.13    313.65
+    2    c_late  329.60  9.54  20.97    309.76    349.44
+    >>> emm.pairs()[["contrast", "estimate", "SE", "df", "t.ratio"]].round(3)  # emmeans: t -4.905 -11.326 -6.083
+                 contrast  estimate     SE     df  t.ratio
+    0  a_early - b_middle   -31.217  6.365  160.0   -4.905
+    1    a_early - c_late   -67.433  5.954  160.0  -11.326
+    2   b_middle - c_late   -36.216  5.954  160.0   -6.083
     """
 
     def __init__(self, means, linfct, ddf, level, specs, by, tests):
@@ -81,6 +100,16 @@ class EMMeans:
         DataFrame
             ``contrast`` (``"a - b"``), the ``by`` factors, ``estimate``,
             ``SE``, ``df``, ``t.ratio``, ``p.value``.
+
+        Examples
+        --------
+        >>> import numpy as np, sklmm
+        >>> from sklmm.datasets import load_sleepstudy
+        >>> data = load_sleepstudy()
+        >>> data["Half"] = np.where(data["Days"] < 5, "first", "second")
+        >>> emm = sklmm.emmeans(sklmm.lmer("Reaction ~ Half + (1 | Subject)", data), "Half")
+        >>> emm.pairs("bonferroni")["contrast"].tolist()
+        ['first - second']
         """
         if adjust not in ADJUSTMENTS:
             raise ValueError(f"adjust={adjust!r}: use one of {ADJUSTMENTS}")
@@ -165,8 +194,26 @@ def emmeans(est, specs, by=None, level: float = 0.95, ddf=None) -> EMMeans:
     Notes
     -----
     tests/test_emmeans.py compares every number with R's emmeans 1.8.4-1
-    (tests/data/emmeans).  A runnable example comes with the formula
-    interface (issue 11), which the reference grid needs.
+    (tests/data/emmeans).
+
+    Examples
+    --------
+    >>> import numpy as np, sklmm
+    >>> from sklmm.datasets import load_sleepstudy
+    >>> data = load_sleepstudy()
+    >>> data["Period"] = np.where(data["Days"] < 3, "a_early", np.where(data["Days"] < 6, "b_middle", "c_late"))
+    >>> model = sklmm.lmer("Reaction ~ Period + (1 | Subject)", data)
+    >>> emm = sklmm.emmeans(model, "Period")  # emmeans: 262 293 330, SE 9.80 9.80 9.54, df 23.3 23.3 21.0
+    >>> emm.means.round(2)
+         Period  emmean    SE     df  lower.CL  upper.CL
+    0   a_early  262.17  9.80  23.32    241.91    282.43
+    1  b_middle  293.39  9.80  23.32    273.13    313.65
+    2    c_late  329.60  9.54  20.97    309.76    349.44
+    >>> emm.pairs()[["contrast", "estimate", "SE", "df", "t.ratio"]].round(3)  # emmeans: t -4.905 -11.326 -6.083
+                 contrast  estimate     SE     df  t.ratio
+    0  a_early - b_middle   -31.217  6.365  160.0   -4.905
+    1    a_early - c_late   -67.433  5.954  160.0  -11.326
+    2   b_middle - c_late   -36.216  5.954  160.0   -6.083
     """
     from .ftests import _training_frame
 
@@ -188,25 +235,42 @@ def emmeans(est, specs, by=None, level: float = 0.95, ddf=None) -> EMMeans:
         raise ValueError(f"ddf={ddf!r}: use None, 'kenward-roger', 'satterthwaite' or 'asymptotic'")
 
     frame = _training_frame(est)
+    columns = set(getattr(design, "variable_names", []))
+    expressions = [f for f in levels if columns and f not in columns]
+    if expressions:
+        raise ValueError(
+            f"emmeans builds its grid from data columns; the factor(s) {expressions} are expressions of "
+            "columns: make the factor a column of the data and fit again"
+        )
     numeric = [v for v in design.variable_names if v not in levels]
     tests = lmm_tests(est)
+    fixed_index = list(est.fixed_effects_.index)
     means_of = {}
     for v in numeric:
         if frame is not None and v in frame.columns:
             means_of[v] = float(np.mean(frame[v].to_numpy(dtype=float)))
-        elif v in list(est.fixed_effects_.index):  # the variable is a column of the model matrix
-            means_of[v] = float(np.mean(tests.prepared.design[:, list(est.fixed_effects_.index).index(v)]))
+        elif v in fixed_index:  # the variable is a column of the model matrix: its mean over the training rows
+            means_of[v] = float(np.mean(tests.prepared.design[:, fixed_index.index(v)]))
         else:
-            raise ValueError(f"emmeans needs the mean of the numeric variable {v!r}: pass a model whose training data is kept")
+            raise ValueError(
+                f"emmeans needs the mean of the numeric variable {v!r}, which is not a column of the "
+                "fixed-effects model matrix (it enters only through a transformation or an interaction); "
+                "add it as a term or centre it before the fit"
+            )
     # the reference grid: first factor fastest (R's expand.grid)
     factor_names = list(levels)
     combos = list(itertools.product(*[levels[f] for f in reversed(factor_names)]))
     grid = pd.DataFrame([tuple(reversed(c)) for c in combos], columns=factor_names)
     for v in numeric:
         grid[v] = means_of[v]
-    for f in factor_names:
-        if frame is not None and f in frame.columns and isinstance(frame[f].dtype, pd.CategoricalDtype):
-            grid[f] = pd.Categorical(grid[f], categories=frame[f].cat.categories)
+    # columns the formula needs beyond the fixed part (grouping factors, random slopes,
+    # offsets) do not enter the fixed-effects matrix: any value of the right kind will do
+    data = getattr(est, "_training_data", None)
+    for name in getattr(design, "required_columns", []):
+        if name in grid.columns:
+            continue
+        groups = None if data is None else data.groups
+        grid[name] = groups[name].iloc[0] if groups is not None and name in groups.columns else 0.0
     X_grid = np.asarray(design.fixed_matrix(grid), dtype=float)
     names = list(design.fixed_names)
     kept = [names.index(n) for n in est.fixed_effects_.index]

@@ -237,8 +237,9 @@ def _full_dummy_factory(est, terms: TermStructure, X: np.ndarray):
         frame = _training_frame(est)
         if frame is None:
             raise ValueError(
-                f"type 3 tests of the term {label!r} need the columns of its marginal terms in the model "
-                "or the data the formula model was fitted to"
+                f"type 3 tests of the term {label!r} need treatment-coded factors (R's default) and the "
+                "term's marginal terms in the model; with other contrasts (e.g. C(f, contr.sum)) or a "
+                "term without its marginal terms, use type=1 or type=2, or model.test(L) with your own L"
             )
         columns = []
         for c in combos:

@@ -28,39 +28,39 @@ from .._model.terms import lookup_levels
 from .condvar import prediction_standard_errors
 
 
-def _term_columns(term, X: np.ndarray, rows=None) -> np.ndarray:
-    rows = np.arange(X.shape[0]) if rows is None else rows
+def _term_columns(term, source: np.ndarray, rows: np.ndarray) -> np.ndarray:
     z = np.ones((len(rows), len(term.columns)))
     for j, column in enumerate(term.slope_index):
         if column is not None:
-            z[:, j] = X[rows, column]
+            z[:, j] = source[rows, column]
     return z
 
 
-def new_level_variance(est, X: np.ndarray, groups) -> np.ndarray:
-    """Per row, the variance of the random effects whose level is unknown (or all, without groups)."""
-    total = np.zeros(X.shape[0])
-    frame = None if groups is None else est._groups_for_predict(groups, X.shape[0])
+def new_level_variance(est, source: np.ndarray, frame) -> np.ndarray:
+    """Per row, the variance of the random effects whose level is unknown (all, without grouping factors)."""
+    n = source.shape[0]
+    total = np.zeros(n)
     sigma2 = est.sigma_**2
     for term in est._fitted_terms:
-        unknown = np.ones(X.shape[0], dtype=bool)
+        unknown = np.ones(n, dtype=bool)
         if frame is not None and all(name in frame.columns for name in term.factors):
             unknown = lookup_levels(frame, term.factors, term.levels) < 0
         if not unknown.any():
             continue
         rows = np.flatnonzero(unknown)
-        z = _term_columns(term, X, rows)
+        z = _term_columns(term, source, rows)
         Sigma = sigma2 * term.lam @ term.lam.T
         total[rows] += np.einsum("ij,jk,ik->i", z, Sigma, z)
     return total
 
 
-def prediction_interval(est, X: np.ndarray, groups, level: float, prediction: np.ndarray, index=None) -> pd.DataFrame:
-    """See :meth:`MixedLinearRegressor.predict_interval` (``prediction``: its ``predict``)."""
+def prediction_interval(est, X: np.ndarray, source: np.ndarray, frame, offset, level: float, index=None) -> pd.DataFrame:
+    """See :meth:`MixedLinearRegressor.predict_interval` (inputs from its ``_prediction_inputs``)."""
     if not 0 < level < 1:
         raise ValueError(f"level={level!r} must be between 0 and 1")
-    se_fit = prediction_standard_errors(est, X, groups)
-    var = se_fit**2 + new_level_variance(est, X, groups) + est.sigma_**2
+    prediction = est._predict_arrays(X, source, frame, offset)
+    se_fit = prediction_standard_errors(est, X, source, frame)
+    var = se_fit**2 + new_level_variance(est, source, frame) + est.sigma_**2
     sd = np.sqrt(var)
     z = stats.norm.ppf(0.5 + level / 2.0)
     out = pd.DataFrame({"fit": prediction, "lower": prediction - z * sd, "upper": prediction + z * sd, "se": sd})
