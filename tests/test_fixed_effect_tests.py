@@ -315,3 +315,20 @@ def test_type3_with_sum_contrasts_says_what_to_do():
     with pytest.raises(ValueError, match="treatment-coded"):
         sklmm.anova(model, type=3)
     assert len(sklmm.anova(model, type=1)) == 3
+
+
+NONHIERARCHICAL = json.loads((DATA / "nonhierarchical.json").read_text())
+
+
+@pytest.mark.parametrize("index", range(len(NONHIERARCHICAL)), ids=[c["formula"] for c in NONHIERARCHICAL])
+def test_anova_of_terms_without_their_margins(index):
+    """R codes a factor by dummies where the term without it is not in the model; lmerTest's
+    containment (types 2, 3) reads only the contrast-coded variables (make_nonhierarchical.R)."""
+    import sklmm
+
+    case = NONHIERARCHICAL[index]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = sklmm.lmer(case["formula"], formula_data("ham"))
+    for type in ("1", "2", "3"):
+        check_anova(model, case["anova"][type], int(type), "satterthwaite", as_list(case["anova"][type]["terms"]))

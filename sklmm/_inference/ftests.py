@@ -23,7 +23,7 @@ another, and types 2 and 3 test each coefficient alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -46,8 +46,9 @@ class TermStructure:
     names: list
     labels: list
     assign: np.ndarray
-    variables: dict
+    variables: dict  # the variables R codes by contrasts in the term (its "factors" entries 1)
     numerics: dict
+    all_variables: dict = field(default_factory=dict)  # every variable of the term
 
     @property
     def has_intercept(self) -> bool:
@@ -72,15 +73,28 @@ def term_structure(est) -> TermStructure:
     if design is None:
         labels = [n for n in names if n != INTERCEPT]
         assign = np.array([0 if n == INTERCEPT else labels.index(n) + 1 for n in names])
-        return TermStructure(names, labels, assign, {n: [n] for n in labels}, {n: [n] for n in labels})
+        return _with_all_variables(TermStructure(names, labels, assign, {n: [n] for n in labels}, {n: [n] for n in labels}))
     all_names = list(design.fixed_names)
     full_assign = np.asarray(design.assign)
     assign = np.array([full_assign[all_names.index(n)] for n in names])
     labels = list(design.term_labels)
     factors = set(getattr(design, "factor_levels", {}) or {})
-    variables = {label: label.split(":") for label in labels}
-    numerics = {label: [v for v in variables[label] if v not in factors] for label in labels}
-    return TermStructure(names, labels, assign, variables, numerics)
+    sets = {frozenset(label.split(":")) for label in labels}
+    variables, numerics = {}, {}
+    for label in labels:
+        # R's terms "factors" matrix: a variable is coded 1 (by contrasts) in a term when the
+        # term without it is empty or in the model, else 2 (by dummies); lmerTest's
+        # term_contain reads the variables coded 1 only.
+        parts = label.split(":")
+        coded = [v for v in parts if not (frozenset(parts) - {v}) or (frozenset(parts) - {v}) in sets]
+        variables[label] = coded
+        numerics[label] = [v for v in coded if v not in factors]
+    return _with_all_variables(TermStructure(names, labels, assign, variables, numerics))
+
+
+def _with_all_variables(terms: TermStructure) -> TermStructure:
+    terms.all_variables = {label: label.split(":") for label in terms.labels}
+    return terms
 
 
 def doolittle_L(x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
@@ -152,7 +166,7 @@ def type3_contrasts(X: np.ndarray, XtX: np.ndarray, terms: TermStructure, full_d
     rdX = np.column_stack(blocks)
     L = _zapsmall(np.linalg.pinv(X) @ rdX).T  # rows: full-dummy columns; columns: coefficients
     contained = terms.containment()
-    order = sorted(terms.labels, key=lambda t: -len(terms.variables[t]))  # R's order(decreasing = TRUE), stable
+    order = sorted(terms.labels, key=lambda t: -len(terms.all_variables[t]))  # R's order(decreasing = TRUE), stable
     for term in order:
         contains = contained[term]
         if contains:
@@ -205,27 +219,45 @@ def _full_dummy_factory(est, terms: TermStructure, X: np.ndarray):
     levels = {k: [str(v) for v in vals] for k, vals in design.factor_levels.items()}
     index = {name: j for j, name in enumerate(terms.names)}
 
-    def monomial(label, pieces: dict) -> np.ndarray:
-        """The product of a term's numeric variables and the indicators in ``pieces`` (var -> level)."""
-        parts = [v if v not in levels else f"{v}{pieces[v]}" for v in terms.variables[label] if v not in levels or v in pieces]
+    def monomial(label, pieces: dict, stack: frozenset = frozenset()) -> np.ndarray:
+        """The product of a term's numeric variables and the indicators in ``pieces`` (var -> level).
+
+        ``stack``: the monomials being expanded above this one (an expansion that
+        comes back to one of them cannot succeed).
+        """
+        key = frozenset(pieces.items())
+        if key in stack:
+            raise _MissingColumn(str(dict(pieces)))
+        stack = stack | {key}
+        parts = [v if v not in levels else f"{v}{pieces[v]}" for v in terms.all_variables[label] if v not in levels or v in pieces]
         name = ":".join(parts) if parts else INTERCEPT
         if name in index:
             return X[:, index[name]]
-        baseline = next((f for f in pieces if pieces[f] == levels[f][0]), None)
-        if baseline is None:
+        if not parts:  # no intercept column: 1 is the sum of a fully coded factor's indicators
+            for f in levels:
+                full = [f"{f}{level}" for level in levels[f]]
+                if all(c in index for c in full):
+                    return X[:, [index[c] for c in full]].sum(axis=1)
             raise _MissingColumn(name)
-        rest = {f: v for f, v in pieces.items() if f != baseline}
-        value = monomial(label, rest).copy()
-        for other in levels[baseline][1:]:
-            value -= monomial(label, {**rest, baseline: other})
-        return value
+        # an indicator not in X: 1 minus the factor's other levels (try each factor in turn)
+        for f in pieces:
+            rest = {g: v for g, v in pieces.items() if g != f}
+            try:
+                value = monomial(label, rest, stack).copy()
+                for other in levels[f]:
+                    if other != pieces[f]:
+                        value -= monomial(label, {**rest, f: other}, stack)
+                return value
+            except _MissingColumn:
+                continue
+        raise _MissingColumn(name)
 
     def cells(label):
-        factors = [v for v in terms.variables[label] if v in levels]
+        factors = [v for v in terms.all_variables[label] if v in levels]
         combos = [{}]
         for f in factors:  # the first factor varies fastest, as R's model.matrix
             combos = [{**c, f: level} for level in levels[f] for c in combos]
-        names = [":".join(v if v not in levels else f"{v}{c[v]}" for v in terms.variables[label]) for c in combos]
+        names = [":".join(v if v not in levels else f"{v}{c[v]}" for v in terms.all_variables[label]) for c in combos]
         return combos, names
 
     def full_dummy(label):
@@ -244,7 +276,7 @@ def _full_dummy_factory(est, terms: TermStructure, X: np.ndarray):
         columns = []
         for c in combos:
             value = np.ones(X.shape[0])
-            for v in terms.variables[label]:
+            for v in terms.all_variables[label]:
                 value = value * (frame[v].astype(str).to_numpy() == c[v] if v in levels else frame[v].to_numpy(dtype=float))
             columns.append(value)
         return np.column_stack(columns), names
