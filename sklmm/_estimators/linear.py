@@ -94,6 +94,17 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         Include a fixed intercept.
     max_iter : int, default=10000
         Maximum number of objective evaluations by the optimiser.
+    formula : str or None, default=None
+        The model as a one-sided lme4 formula, ``"~ Days + (Days | Subject)"``:
+        ``fit(X, y)`` then takes a DataFrame ``X`` holding every column the
+        formula names, grouping factors included (so Pipelines and
+        cross-validation need no metadata routing), builds the fixed part and
+        the random terms' columns as lme4 does (factors, interactions,
+        transforms; see :func:`sklmm.lmer`), and names every result as lme4
+        does (``SexMale``, ``age:SexMale``, ``I(Days^2)``).  ``predict(X)``
+        applies the training encodings to new rows.  Excludes
+        ``random_effects``; the formula's intercept rules replace
+        ``fit_intercept``; ``coef_`` follows ``fixed_effects_``' order.
 
     Attributes
     ----------
@@ -152,6 +163,14 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
     1.93
     >>> model.variance_components_["group"].tolist()
     ['group', 'Residual']
+
+    With a formula, X is a DataFrame holding the grouping column too:
+
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({"x": x[:, 0], "g": g})
+    >>> formula_model = MixedLinearRegressor(formula="~ x + (1 | g)").fit(frame, y)
+    >>> bool(abs(formula_model.coef_[0] - model.coef_[0]) < 1e-8)
+    True
     """
 
     _parameter_constraints: dict = {

@@ -191,6 +191,11 @@ def build_terms(
                 raise ValueError(
                     f"random_effects names the grouping factor {name!r}, which is not a "
                     f"column of groups (columns: {list(map(str, groups.columns))})"
+                    + (
+                        f"; an unnamed Series or array is called {groups.columns[0]!r}: name it "
+                        f"(groups.rename({name!r}), or a DataFrame with a column {name!r})"
+                        if list(groups.columns) in (["group"], ["group0"]) else ""
+                    )
                 )
         slope_index = []
         source = X
