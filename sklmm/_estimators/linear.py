@@ -15,6 +15,7 @@ from . import results as _results
 from .._model.terms import lookup_levels
 from .._engine.fit import TrainingData, fit_lmm
 from .._model.bars import TermSpec, parse_random_effects
+from .._dask import is_dask_input
 from .._model.validation import as_groups_frame, as_sample_weight, check_numeric, fingerprint, shares_memory
 
 
@@ -149,6 +150,11 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         -------
         self : MixedLinearRegressor
         """
+        if is_dask_input(X, y, groups, sample_weight):  # the distributed pass: sklmm._dask
+            from .._dask.fit import fit_estimator
+
+            return fit_estimator(self, X, y, groups, sample_weight)
+        self.__dict__.pop("_fitted_on_dask", None)
         self._validate_params()
         X = _zero_columns_as_array(X)
         check_numeric(X, y)
@@ -210,6 +216,10 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         ndarray of shape (n_samples,)
         """
         check_is_fitted(self)
+        if is_dask_input(X, groups):  # lazy, per partition: sklmm._dask
+            from .._dask.predict import predict
+
+            return predict(self, X, groups)
         X = _zero_columns_as_array(X)
         X = validate_data(self, X, dtype=np.float64, reset=False, ensure_min_features=0)
         prediction = X @ self.coef_ + self.intercept_
@@ -256,6 +266,10 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         """
         from sklearn.metrics import r2_score
 
+        if is_dask_input(X, y, groups, sample_weight):  # a lazy Dask value: sklmm._dask
+            from .._dask.predict import score
+
+            return score(self, X, y, sample_weight=sample_weight, groups=groups)
         return r2_score(y, self.predict(X, groups=groups), sample_weight=sample_weight)
 
     # -- inference and reporting (sklmm._summary, _confint, _simulate, _condvar) ----
@@ -450,6 +464,11 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
     def _require_training_data(self, what: str) -> TrainingData:
         check_is_fitted(self)
         data = getattr(self, "_training_data", None)
+        if data is None and getattr(self, "_fitted_on_dask", False):
+            raise RuntimeError(
+                f"{what} needs the rows the model was fitted to, and a fit on Dask collections keeps "
+                "none of them on the client; fit the model in memory (on a sample that fits) to use it."
+            )
         if data is None:
             raise RuntimeError(
                 f"{what} needs the data the model was fitted to, which is not saved when a "

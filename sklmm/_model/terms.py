@@ -158,6 +158,7 @@ def build_terms(
     X: np.ndarray,
     feature_names: list[str],
     groups: pd.DataFrame,
+    codes: dict[tuple[str, ...], tuple[np.ndarray, pd.Index]] | None = None,
 ) -> list[ReTerm]:
     """Resolve parsed terms against the data and order them as lme4 does.
 
@@ -171,6 +172,11 @@ def build_terms(
         Names of X's columns.
     groups : DataFrame
         Grouping factors, one column each.
+    codes : dict, optional
+        Level codes and labels already known, per tuple of factor names
+        (``(refs, levels)`` as :func:`factor_codes` returns them): used instead
+        of coding ``groups``.  A partition of a distributed collection passes
+        the codes of its rows among ALL levels (:mod:`sklmm._dask`).
 
     Returns
     -------
@@ -178,7 +184,7 @@ def build_terms(
         In lme4's order: by number of levels, largest first.
     """
     position = {name: i for i, name in enumerate(feature_names)}
-    codes_cache: dict[tuple[str, ...], tuple[np.ndarray, pd.Index]] = {}
+    codes_cache: dict[tuple[str, ...], tuple[np.ndarray, pd.Index]] = dict(codes or {})
     seen: set[tuple[str, str]] = set()
     terms = []
     for spec in specs:
