@@ -34,8 +34,14 @@ def aligned_partitions(collections: dict) -> list[dict]:
             f"the Dask inputs have different numbers of partitions ({counts}); pass X, y, groups and "
             "sample_weight partitioned alike, e.g. as columns of one Dask DataFrame (df[columns], df['y'], ...)"
         )
-    delayed = {name: obj.to_delayed() for name, obj in present.items()}
-    n_parts = next(iter(counts.values()))
+    # Unoptimised graphs: X, y, groups taken from one frame then share its tasks (a
+    # partition is read or generated once per pass, not once per argument), and no
+    # optimisation fuses the partitions of one argument differently from another's.
+    delayed = {name: obj.to_delayed(optimize_graph=False) for name, obj in present.items()}
+    lengths = {name: len(parts) for name, parts in delayed.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"the Dask inputs have different numbers of partitions ({lengths}); pass them partitioned alike")
+    n_parts = next(iter(lengths.values()))
     return [{name: (delayed[name][k] if name in delayed else None) for name in collections} for k in range(n_parts)]
 
 
