@@ -5,8 +5,9 @@
 
 Model: ``y ~ 1 + x0..x9 + (1 + x0 | g)``, a random intercept and slope,
 ``n / 100`` groups (``--rows-per-group``), REML.  The rows are generated on
-the workers (:func:`make_partition`, ``--rows-per-partition`` rows each), so
-they never exist on the client.  Each measurement runs in a fresh process with
+the workers (:func:`make_partition`, ``--rows-per-partition`` rows each, in
+blocks of 125,000 rows that do not depend on the partitioning), so they never
+exist on the client.  n is rounded down to whole blocks.  Each measurement runs in a fresh process with
 a fresh ``LocalCluster(n_workers=2, threads_per_worker=1, processes=True)``, so
 peak memories are that measurement's alone:
 
@@ -52,11 +53,16 @@ N_COVARIATES = 10
 SEED = 20261129
 
 
-def make_partition(index: int, rows: int, n_groups: int, seed: int = SEED) -> pd.DataFrame:
-    """One partition of the simulated data: 10 covariates, y and the group g.
+#: Rows are generated in blocks of this many, each from its own seed, so that the data do
+#: not depend on how the blocks are grouped into partitions (the partition sweep fits the same rows).
+BLOCK_ROWS = 125_000
+
+
+def make_block(index: int, n_groups: int, seed: int = SEED, rows: int = BLOCK_ROWS) -> pd.DataFrame:
+    """One block of the simulated data: 10 covariates, y and the group g.
 
     The random effects (intercept and slope on x0 per group) are drawn from
-    ``seed`` alone, so every partition sees the same ones; the rows from
+    ``seed`` alone, so every block sees the same ones; the rows from
     ``(seed, index)``.
     """
     effects = np.random.default_rng(seed).standard_normal((n_groups, 2)) * np.array([0.7, 0.3])
@@ -71,11 +77,15 @@ def make_partition(index: int, rows: int, n_groups: int, seed: int = SEED) -> pd
     return frame
 
 
-def _partition_sizes(n: int, per_partition: int) -> list[int]:
-    k = max(1, int(np.ceil(n / per_partition)))
-    base = np.full(k, n // k)
-    base[: n - base.sum()] += 1
-    return base.tolist()
+def make_partition(blocks: list[int], n_groups: int, seed: int = SEED, rows: int = BLOCK_ROWS) -> pd.DataFrame:
+    """The blocks of one partition, generated where the partition is computed (on a worker)."""
+    return pd.concat([make_block(k, n_groups, seed, rows) for k in blocks], ignore_index=True)
+
+
+def _partition_blocks(n: int, n_partitions: int, rows: int = BLOCK_ROWS) -> list[list[int]]:
+    """Block indices of each partition: n / rows blocks in n_partitions consecutive runs."""
+    n_blocks = max(1, n // rows)
+    return [part.tolist() for part in np.array_split(np.arange(n_blocks), min(n_partitions, n_blocks))]
 
 
 def _peak_mb() -> float:
@@ -94,13 +104,13 @@ def measure_dask(n: int, n_partitions: int, n_groups: int) -> dict:
     client = distributed.Client(cluster)
     try:
         columns = [f"x{j}" for j in range(N_COVARIATES)]
-        meta = make_partition(0, 0, 2)
+        meta = make_block(0, 2, rows=0)
 
-        def collection(total, parts, groups, seed):
-            sizes = _partition_sizes(total, -(-total // parts))
-            return dd.from_map(make_partition, list(range(len(sizes))), sizes, [groups] * len(sizes), [seed] * len(sizes), meta=meta)
+        def collection(total, parts, groups, seed, rows=BLOCK_ROWS):
+            layout = _partition_blocks(total, parts, rows)
+            return dd.from_map(make_partition, layout, [groups] * len(layout), [seed] * len(layout), [rows] * len(layout), meta=meta)
 
-        small = collection(20_000, 2, 200, 1)
+        small = collection(20_000, 2, 200, 1, rows=10_000)
         MixedLinearRegressor(random_effects="(1 + x0 | g)").fit(small[columns], small["y"], groups=small["g"])
 
         ddf = collection(n, n_partitions, n_groups, SEED)
@@ -126,8 +136,7 @@ def measure_memory(n: int, n_partitions: int, n_groups: int) -> dict:
     from sklmm import MixedLinearRegressor
 
     warnings.simplefilter("ignore")
-    sizes = _partition_sizes(n, -(-n // n_partitions))
-    frame = pd.concat([make_partition(k, rows, n_groups) for k, rows in enumerate(sizes)], ignore_index=True)
+    frame = pd.concat([make_partition(blocks, n_groups) for blocks in _partition_blocks(n, n_partitions)], ignore_index=True)
     columns = [f"x{j}" for j in range(N_COVARIATES)]
     X, y, g = frame[columns].to_numpy(), frame["y"].to_numpy(), frame["g"]
     del frame

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 
 from sklearn.exceptions import ConvergenceWarning
@@ -84,7 +86,7 @@ def warn_singular(fit) -> None:
         "consider a simpler random-effects structure, e.g. dropping that term or using "
         "'||' for uncorrelated effects.",
         SingularFitWarning,
-        stacklevel=4,
+        stacklevel=_user_stacklevel(),
     )
 
 
@@ -94,7 +96,7 @@ def warn_not_converged(message: str, n_evaluations: int, budget: int) -> None:
         f"(max_iter={budget}): {message}. Increase max_iter, rescale covariates to "
         "similar ranges, or simplify the random-effects structure.",
         ConvergenceWarning,
-        stacklevel=4,
+        stacklevel=_user_stacklevel(),
     )
 
 
@@ -105,7 +107,7 @@ def warn_rank_deficient(dropped: list[str], n_columns: int) -> None:
         "are reported as 0.0 and have no standard error; remove the redundant columns "
         "to silence this warning.",
         RankDeficientWarning,
-        stacklevel=5,
+        stacklevel=_user_stacklevel(),
     )
 
 
@@ -115,7 +117,7 @@ def warn_exact_fit(n_obs: int, n_params: int) -> None:
         "coefficients): the residual variance is 0, so sigma_ is 0.0, the likelihood is "
         "unbounded (objective_ = -inf) and standard errors are undefined (NaN).",
         ExactFitWarning,
-        stacklevel=5,
+        stacklevel=_user_stacklevel(),
     )
 
 
@@ -126,5 +128,23 @@ def warn_exact_fit_by_random_effects(sigma: float, spread: float) -> None:
         "there, so theta_, sigma_ and the criterion are not meaningful estimates: the model has as "
         "many effects as the data have distinct values (e.g. one observation per level and slope).",
         ExactFitWarning,
-        stacklevel=4,
+        stacklevel=_user_stacklevel(),
     )
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _user_stacklevel() -> int:
+    """``stacklevel`` for the first frame outside sklmm: the line that called fit.
+
+    Counted from the ``warn_*`` function that calls it, so that a warning
+    points at the user's line however deep in the pipeline it is raised (the
+    in-memory fit, the Dask fit, a refit).
+    """
+    frame = sys._getframe(1)  # the warn_* function: stacklevel 1
+    level = 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+        frame = frame.f_back
+        level += 1
+    return level
