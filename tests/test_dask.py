@@ -274,3 +274,22 @@ def test_partial_blocks_add_up_to_the_blocks_of_all_rows(data, random_effects):
         v2, g2 = summed.objective_and_gradient(theta)
         assert v2 == pytest.approx(v1, rel=1e-12)
         np.testing.assert_allclose(g2, g1, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize(("options", "groups"), [({}, None), ({"fit_intercept": False}, ["a"]), ({"reml": False}, ["a", "b"])])
+def test_least_squares_no_intercept_and_scalar_weight(data, options, groups):
+    """No groups (least squares), no intercept (y not centred), a scalar sample_weight."""
+    ddf = dd.from_pandas(data, npartitions=3)
+    expected = MixedLinearRegressor(**options).fit(data[["x0", "x1"]], data["y"], groups=None if groups is None else data[groups], sample_weight=2.0)
+    with dask.config.set(scheduler="synchronous"):
+        got = MixedLinearRegressor(**options).fit(ddf[["x0", "x1"]], ddf["y"], groups=None if groups is None else ddf[groups], sample_weight=2.0)
+    assert_same_fit(got, expected)
+
+
+def test_model_fitted_on_arrays_predicts_dask_input(data):
+    """A model fitted on unnamed arrays predicts Dask frames by column position."""
+    model = MixedLinearRegressor("(1 | group)").fit(data[["x0", "x1"]].to_numpy(), data["y"].to_numpy(), groups=data["a"].to_numpy())
+    ddf = dd.from_pandas(data, npartitions=3)
+    with dask.config.set(scheduler="synchronous"):
+        got = model.predict(ddf[["x0", "x1"]], groups=ddf["a"].rename(None)).compute()
+    np.testing.assert_allclose(got.to_numpy(), model.predict(data[["x0", "x1"]].to_numpy(), groups=data["a"].to_numpy()), rtol=1e-12)

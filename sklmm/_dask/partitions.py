@@ -47,7 +47,7 @@ def aligned_partitions(collections: dict) -> list[dict]:
 
 def check_lengths(parts: dict) -> int:
     """The partition's row count; raises if its pieces (X, y, groups, ...) differ in length."""
-    lengths = {name: len(obj) for name, obj in parts.items() if obj is not None}
+    lengths = {name: len(obj) for name, obj in parts.items() if hasattr(obj, "__len__")}
     if len(set(lengths.values())) > 1:
         raise ValueError(
             f"a partition has different row counts in the Dask inputs ({lengths}); X, y, groups and "
