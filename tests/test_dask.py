@@ -293,3 +293,18 @@ def test_model_fitted_on_arrays_predicts_dask_input(data):
     with dask.config.set(scheduler="synchronous"):
         got = model.predict(ddf[["x0", "x1"]], groups=ddf["a"].rename(None)).compute()
     np.testing.assert_allclose(got.to_numpy(), model.predict(data[["x0", "x1"]].to_numpy(), groups=data["a"].to_numpy()), rtol=1e-12)
+
+
+def test_inputs_from_separate_collections_are_matched_by_partition(data):
+    """X, y and groups built separately (not columns of one frame) are zipped partition by
+    partition; partitions of different lengths are refused."""
+    X = dd.from_pandas(data[["x0", "x1"]], npartitions=4)
+    y = dd.from_pandas(data["y"], npartitions=4)
+    groups = dd.from_pandas(data["a"], npartitions=4)
+    expected = MixedLinearRegressor("(1 + x0 | a)").fit(data[["x0", "x1"]], data["y"], groups=data["a"])
+    with dask.config.set(scheduler="synchronous"):
+        got = MixedLinearRegressor("(1 + x0 | a)").fit(X, y, groups=groups)
+        assert_same_fit(got, expected)
+        shifted = dd.from_pandas(data["y"].iloc[1:], npartitions=4)
+        with pytest.raises(ValueError, match="different row counts"):
+            MixedLinearRegressor("(1 + x0 | a)").fit(X, shifted, groups=groups)

@@ -112,10 +112,10 @@ class Summary:
         )
 
 
-def _summarize_partition(parts: dict, factor_sets: list[tuple[str, ...]]) -> Summary:
+def _summarize_partition(parts: dict, factor_sets: list[tuple[str, ...]], weight) -> Summary:
     n_rows = check_lengths(parts)
     y = _response(parts["y"])
-    w = _weights(parts["sample_weight"], n_rows)
+    w = _weights(parts["sample_weight"] if weight is None else weight, n_rows)
     g = None if parts["groups"] is None else _groups(parts["groups"])
     keep = _kept_rows(w)
     if keep is not None:
@@ -173,12 +173,15 @@ class LevelCoding:
 # -- pass 2: the blocks -------------------------------------------------------------------
 
 
-def _partition_blocks(parts: dict, specs, names, codings, fit_intercept: bool, y_offset: float, y_mean: float):
-    """(CrossProducts of ``[1 X y - y_offset]``, extras) of one partition, with global level codes."""
+def _partition_blocks(parts: dict, weight, specs, names, codings, fit_intercept: bool, y_offset: float, y_mean: float):
+    """(CrossProducts of ``[1 X y - y_offset]``, extras) of one partition, with global level codes.
+
+    ``weight``: a scalar sample_weight (else None: the partition's own column, or no weights).
+    """
     n_rows = check_lengths(parts)
     X = _covariates(parts["X"])
     y = _response(parts["y"])
-    w = _weights(parts["sample_weight"], n_rows)
+    w = _weights(parts["sample_weight"] if weight is None else weight, n_rows)
     g = None if parts["groups"] is None else parts["groups"]
     keep = _kept_rows(w)
     if keep is not None:
@@ -250,17 +253,17 @@ def _template_terms(specs, names, groups_meta: pd.DataFrame, codings) -> list:
 
 def fit_distributed(X, y, groups, sample_weight, specs, names, fit_intercept: bool, reml: bool, max_evaluations: int):
     """An :class:`sklmm._engine.fit.LmmFit` from Dask collections (see the module docstring)."""
-    partitions = aligned_partitions({"X": X, "y": y, "groups": groups, "sample_weight": None if isinstance(sample_weight, numbers.Number) else sample_weight})
-    if isinstance(sample_weight, numbers.Number):
-        for parts in partitions:
-            parts["sample_weight"] = float(sample_weight)
+    scalar_weight = float(sample_weight) if isinstance(sample_weight, numbers.Number) else None
+    weights = None if scalar_weight is not None else sample_weight
+    partitions = aligned_partitions({"X": X, "y": y, "groups": groups, "sample_weight": weights})
     factor_sets = list(dict.fromkeys(spec.factors for spec in specs))
     groups_meta = None if groups is None else groups._meta
     if specs:
         _template_terms(specs, names, groups_meta, {})  # names of factors and slopes, before any pass
 
     summarize = dask.delayed(_summarize_partition, pure=False)
-    (summary,) = dask.compute(tree_reduce([summarize(parts, factor_sets) for parts in partitions], Summary.combine))
+    first_pass = aligned_partitions({"X": None, "y": y, "groups": groups, "sample_weight": weights})  # X is not read
+    (summary,) = dask.compute(tree_reduce([summarize(parts, factor_sets, scalar_weight) for parts in first_pass], Summary.combine))
     if summary.n_rows < 2:
         raise ValueError(f"Found array with {summary.n_rows} sample(s) while a minimum of 2 is required.")
     if summary.n == 0:
@@ -272,7 +275,7 @@ def fit_distributed(X, y, groups, sample_weight, specs, names, fit_intercept: bo
     y_mean = summary.sum_wy / summary.sum_w
     y_offset = y_mean if fit_intercept else 0.0
     form = dask.delayed(_partition_blocks, pure=False)
-    mapped = [form(parts, specs, names, codings, fit_intercept, y_offset, y_mean) for parts in partitions]
+    mapped = [form(parts, scalar_weight, specs, names, codings, fit_intercept, y_offset, y_mean) for parts in partitions]
     ((blocks, extras),) = dask.compute(tree_reduce(mapped, _combine_blocks))
 
     fixed_names = ([INTERCEPT] if fit_intercept else []) + list(names)

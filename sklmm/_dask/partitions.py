@@ -21,11 +21,21 @@ def as_frame(obj, argument: str, default_name: str):
     )
 
 
-def aligned_partitions(collections: dict) -> list[dict]:
-    """Per partition, a dict of delayed pandas objects, one per named collection (``None`` kept).
+def aligned_partitions(collections: dict) -> list:
+    """Per partition, the pandas pieces of the named collections (``None`` kept), as dask arguments.
 
-    Every collection must have as many partitions as the first; the
-    partitions' row counts are checked where they are read (:func:`check_lengths`).
+    Each element, passed to a ``dask.delayed`` function, arrives as a dict
+    ``name -> pandas DataFrame (or None)``.  Every collection must have as
+    many partitions as the first; the partitions' row counts are checked
+    where they are read (:func:`check_lengths`).
+
+    When the collections come from one frame (``df[columns]``, ``df["y"]``:
+    Dask's "co-aligned"), they are joined into one frame first, so Dask's
+    optimiser reads each partition once and only the columns used (column
+    projection into Parquet).  Otherwise partitions are matched by position,
+    on unoptimised graphs: inputs that share tasks still compute them once
+    per pass, and no optimisation fuses one argument's partitions differently
+    from another's.
     """
     present = {name: obj for name, obj in collections.items() if obj is not None}
     counts = {name: obj.npartitions for name, obj in present.items()}
@@ -34,15 +44,41 @@ def aligned_partitions(collections: dict) -> list[dict]:
             f"the Dask inputs have different numbers of partitions ({counts}); pass X, y, groups and "
             "sample_weight partitioned alike, e.g. as columns of one Dask DataFrame (df[columns], df['y'], ...)"
         )
-    # Unoptimised graphs: X, y, groups taken from one frame then share its tasks (a
-    # partition is read or generated once per pass, not once per argument), and no
-    # optimisation fuses the partitions of one argument differently from another's.
+    if len(present) > 1 and _co_aligned(list(present.values())):
+        layout, combined = {}, None
+        for name, frame in present.items():
+            new = [f"{name}\x1f{j}" for j in range(frame.shape[1])]
+            layout[name] = (new, list(frame.columns))
+            renamed = frame.rename(columns=dict(zip(frame.columns, new)))
+            combined = renamed if combined is None else combined.assign(**{column: renamed[column] for column in new})
+        split = dask.delayed(_split, pure=True)
+        return [split(part, layout, list(collections)) for part in combined.to_delayed()]
     delayed = {name: obj.to_delayed(optimize_graph=False) for name, obj in present.items()}
     lengths = {name: len(parts) for name, parts in delayed.items()}
     if len(set(lengths.values())) > 1:
         raise ValueError(f"the Dask inputs have different numbers of partitions ({lengths}); pass them partitioned alike")
     n_parts = next(iter(lengths.values()))
     return [{name: (delayed[name][k] if name in delayed else None) for name in collections} for k in range(n_parts)]
+
+
+def _co_aligned(frames) -> bool:
+    """Whether Dask's expression system sees the frames as blockwise from the same source."""
+    try:
+        from dask.dataframe.dask_expr._expr import are_co_aligned
+    except ImportError:  # another Dask version: match partitions by position
+        return False
+    try:
+        return bool(are_co_aligned(*[frame.expr for frame in frames]))
+    except Exception:
+        return False
+
+
+def _split(part, layout: dict, names: list) -> dict:
+    """The pieces of a joined partition, with their own column names."""
+    out = dict.fromkeys(names)
+    for name, (new, original) in layout.items():
+        out[name] = part[new].set_axis(original, axis=1)
+    return out
 
 
 def check_lengths(parts: dict) -> int:
