@@ -309,6 +309,11 @@ def fit_estimator(est, X, y, groups=None, sample_weight=None):
     simulation, conditional variances, likelihood-ratio refits) say so.
     """
     est._validate_params()
+    if getattr(est, "formula", None) is not None:
+        raise NotImplementedError(
+            "formula= on Dask collections is not supported yet: pass the fixed-effect columns as X "
+            "and random_effects= (the fixed part's transformations would have to run per partition)"
+        )
     X = as_frame(X, "X", "x0")
     y = as_frame(y, "y", "y")
     if y._meta.shape[1] != 1:
