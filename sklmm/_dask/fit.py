@@ -343,6 +343,9 @@ def fit_estimator(est, X, y, groups=None, sample_weight=None):
     frame_meta = None if groups is None else groups._meta
     specs = est._term_specs(frame_meta)
     est._check_slopes_without_column_names(specs, names)
+    from .._estimators.linear import _warn_factor_columns_in_X
+
+    _warn_factor_columns_in_X([str(c) for c in columns], specs)
 
     fit = fit_distributed(X, y, groups, sample_weight, specs, names, est.fit_intercept, est.reml, est.max_iter)
     offset = 1 if est.fit_intercept else 0
@@ -366,6 +369,7 @@ def fit_estimator(est, X, y, groups=None, sample_weight=None):
     est.n_obs_ = int(fit.n_obs)
     est._fitted_terms = fit.terms
     est._training_data = None
+    est._design = None
     est._training_fingerprint = None
     est._fitted_on_dask = True
     return est

@@ -158,6 +158,7 @@ def build_terms(
     X: np.ndarray,
     feature_names: list[str],
     groups: pd.DataFrame,
+    slopes: np.ndarray | None = None,
     codes: dict[tuple[str, ...], tuple[np.ndarray, pd.Index]] | None = None,
 ) -> list[ReTerm]:
     """Resolve parsed terms against the data and order them as lme4 does.
@@ -172,6 +173,9 @@ def build_terms(
         Names of X's columns.
     groups : DataFrame
         Grouping factors, one column each.
+    slopes : ndarray of shape (n, k), optional
+        A formula model's random-effects columns: terms with ``positions``
+        take their columns from it (and ``slope_index`` then indexes it).
     codes : dict, optional
         Level codes and labels already known, per tuple of factor names
         (``(refs, levels)`` as :func:`factor_codes` returns them): used instead
@@ -195,7 +199,11 @@ def build_terms(
                     f"column of groups (columns: {list(map(str, groups.columns))})"
                 )
         slope_index = []
-        for column in spec.columns:
+        source = X
+        if spec.positions is not None:
+            source = slopes
+            slope_index = list(spec.positions)
+        for column in spec.columns if spec.positions is None else ():
             if column == INTERCEPT:
                 slope_index.append(None)
             elif column in position:
@@ -206,6 +214,7 @@ def build_terms(
                     f"{spec.factor_name!r}, which is not a column of X "
                     f"(columns: {feature_names})"
                 )
+        for column in spec.columns:
             key = (spec.factor_name, column)
             if key in seen:
                 raise ValueError(
@@ -220,7 +229,7 @@ def build_terms(
             z = None
         else:
             z = np.column_stack(
-                [np.ones(len(X)) if j is None else X[:, j] for j in slope_index]
+                [np.ones(len(groups)) if j is None else source[:, j] for j in slope_index]
             ).astype(np.float64, copy=False)
         terms.append(
             ReTerm(
