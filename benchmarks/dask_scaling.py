@@ -15,7 +15,10 @@ peak memories are that measurement's alone:
     wall time of ``MixedLinearRegressor.fit`` on the Dask collections (both
     passes over the partitions, which generate their rows each time, the
     reduction, the optimisation and the conditional modes), after a warm-up
-    fit on a small collection (imports on the workers);
+    fit on a small collection (imports on the workers).  With ``--persist``
+    the rows are generated once into the workers' memory first
+    (``generate_s``) and ``dask_s`` is the fit alone, as on data a cluster
+    already holds;
 ``client_peak_mb``, ``worker_peak_mb``
     peak resident memory of the client process and of the largest worker
     (``getrusage``; the client's includes its imports, ~250 MB);
@@ -92,7 +95,7 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def measure_dask(n: int, n_partitions: int, n_groups: int) -> dict:
+def measure_dask(n: int, n_partitions: int, n_groups: int, persist: bool = False) -> dict:
     """One Dask fit on a fresh LocalCluster (run in its own process)."""
     import dask.dataframe as dd
     import distributed
@@ -114,6 +117,12 @@ def measure_dask(n: int, n_partitions: int, n_groups: int) -> dict:
         MixedLinearRegressor(random_effects="(1 + x0 | g)").fit(small[columns], small["y"], groups=small["g"])
 
         ddf = collection(n, n_partitions, n_groups, SEED)
+        generate_s = None
+        if persist:  # generate once into the workers' memory; time the fit alone
+            start = time.perf_counter()
+            ddf = ddf.persist()
+            distributed.wait(ddf)
+            generate_s = time.perf_counter() - start
         start = time.perf_counter()
         model = MixedLinearRegressor(random_effects="(1 + x0 | g)").fit(ddf[columns], ddf["y"], groups=ddf["g"])
         elapsed = time.perf_counter() - start
@@ -121,7 +130,7 @@ def measure_dask(n: int, n_partitions: int, n_groups: int) -> dict:
         q = 12 * n_groups * 2 + n_groups * 4 + 144
         return {
             "n": n, "partitions": ddf.npartitions, "groups": n_groups,
-            "dask_s": elapsed, "rows_per_s": n / elapsed,
+            "persisted": persist, "generate_s": generate_s, "dask_s": elapsed, "rows_per_s": n / elapsed,
             "client_peak_mb": _peak_mb(), "worker_peak_mb": max(worker_peaks.values()),
             "blocks_mb": q * 8 / 2**20, "n_evaluations": int(model.n_iter_),
             "objective": float(model.objective_), "theta": model.theta_.tolist(),
@@ -146,6 +155,7 @@ def measure_memory(n: int, n_partitions: int, n_groups: int) -> dict:
 
 
 def _in_subprocess(kind: str, n: int, parts: int, groups: int) -> dict:
+    """``kind``: "dask", "dask-persist" or "memory"."""
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.dask_scaling", "--one", kind, str(n), str(parts), str(groups)],
@@ -156,13 +166,13 @@ def _in_subprocess(kind: str, n: int, parts: int, groups: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run(sizes, sweep_n, partition_counts, per_partition, rows_per_group, in_memory_max) -> pd.DataFrame:
+def run(sizes, sweep_n, partition_counts, per_partition, rows_per_group, in_memory_max, persist=False) -> pd.DataFrame:
     plans = [(n, max(1, -(-n // per_partition))) for n in sizes]
     plans += [(sweep_n, k) for k in partition_counts if (sweep_n, k) not in plans]
     rows, in_memory = [], {}
     for n, parts in plans:
         groups = max(2, n // rows_per_group)
-        row = _in_subprocess("dask", n, parts, groups)
+        row = _in_subprocess("dask-persist" if persist else "dask", n, parts, groups)
         row.setdefault("n", n)
         row.setdefault("partitions", parts)
         if n <= in_memory_max and "error" not in row:
@@ -184,14 +194,15 @@ def main(argv=None) -> None:
     parser.add_argument("--rows-per-partition", type=float, default=1e6)
     parser.add_argument("--rows-per-group", type=int, default=100)
     parser.add_argument("--in-memory-max", type=float, default=1e7)
+    parser.add_argument("--persist", action="store_true", help="persist the generated rows on the workers first and time the fit alone")
     parser.add_argument("--one", nargs=4, metavar=("KIND", "N", "PARTITIONS", "GROUPS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
         kind, n, parts, groups = args.one[0], int(args.one[1]), int(args.one[2]), int(args.one[3])
-        result = measure_dask(n, parts, groups) if kind == "dask" else measure_memory(n, parts, groups)
+        result = measure_memory(n, parts, groups) if kind == "memory" else measure_dask(n, parts, groups, persist=kind == "dask-persist")
         print(json.dumps(result))
         return
-    table = run([int(s) for s in args.sizes], int(args.partition_sweep), args.partitions, int(args.rows_per_partition), args.rows_per_group, int(args.in_memory_max))
+    table = run([int(s) for s in args.sizes], int(args.partition_sweep), args.partitions, int(args.rows_per_partition), args.rows_per_group, int(args.in_memory_max), args.persist)
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     shown = table.drop(columns=[c for c in ("theta", "objective", "memory_objective") if c in table])
