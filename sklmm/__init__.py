@@ -1,6 +1,7 @@
 """sklmm: linear mixed-effects models for scikit-learn, fitted as lme4 fits them."""
 
 from ._inference.anova import AnovaTable, anova
+from ._inference.emmeans import EMMeans, emmeans
 from ._inference.bootstrap import BootstrapResult
 from ._inference.bootstrap import parametric_bootstrap as bootstrap
 from ._estimators.formula import lmer
@@ -14,6 +15,7 @@ from ._warnings import ExactFitWarning, RankDeficientWarning, SingularFitWarning
 __all__ = [
     "AnovaTable",
     "BootstrapResult",
+    "EMMeans",
     "ExactFitWarning",
     "FormulaError",
     "MixedLinearRegressor",
@@ -22,6 +24,7 @@ __all__ = [
     "SingularFitWarning",
     "anova",
     "bootstrap",
+    "emmeans",
     "lmer",
     "make_conditional_scorer",
     "plot_caterpillar",

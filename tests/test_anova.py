@@ -99,15 +99,16 @@ def test_default_names_order_and_html():
     assert isinstance(table[["AIC", "BIC"]], AnovaTable)
 
 
-def test_anova_refuses_different_data_and_single_models():
+def test_anova_refuses_different_data_and_no_models():
     m0 = fit("Reaction ~ Days + (1 | Subject)", reml=False)
     small = MixedLinearRegressor(random_effects="(1 | g)", reml=False).fit(
         np.arange(20.0)[:, None], np.random.default_rng(0).normal(size=20), groups=pd.Series(np.repeat(list("abcde"), 4), name="g")
     )
     with pytest.raises(ValueError, match="same size of dataset"):
         anova(m0, small)
-    with pytest.raises(ValueError, match="two or more"):
-        anova(m0)
+    with pytest.raises(ValueError, match="one fitted model"):
+        anova()
+    assert list(anova(m0).columns) == ["Sum Sq", "Mean Sq", "NumDF", "DenDF", "F value", "Pr(>F)"]  # one model: F tests (test_fixed_effect_tests)
     with pytest.raises(ValueError, match="names="):
         anova(m0, m0, names=["a", "a"])
 

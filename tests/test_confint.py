@@ -350,7 +350,7 @@ def test_bootstrap_counts_failed_refits(monkeypatch):
     import sklmm._inference.bootstrap as module
 
     model, _ = fitted("dyestuff", "reml")
-    real = module.refit
+    real = module._refit_problem  # each replicate's refit (batched bootstrap)
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
@@ -359,7 +359,7 @@ def test_bootstrap_counts_failed_refits(monkeypatch):
             raise np.linalg.LinAlgError("simulated failure")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(module, "refit", flaky)
+    monkeypatch.setattr(module, "_refit_problem", flaky)
     with pytest.warns(RuntimeWarning, match="3 of 9 refits failed"):
         result = bootstrap(model, n_boot=9, random_state=0)
     assert result.n_failed == 3

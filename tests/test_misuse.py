@@ -150,3 +150,15 @@ def test_callers_data_unchanged_by_refused_calls(data):
     pd.testing.assert_series_equal(y, before[1])
     pd.testing.assert_series_equal(groups, before[2])
     pd.testing.assert_series_equal(shuffled, shuffled_before)
+
+
+def test_sample_weight_given_as_a_name(data):
+    X, y, groups = data
+    with pytest.raises(TypeError, match=r"sample_weight='w' is a name; pass the weights themselves"):
+        MixedLinearRegressor(FORMULA).fit(X, y, groups=groups, sample_weight="w")
+
+
+def test_unnamed_groups_say_how_to_name_them(data):
+    X, y, groups = data
+    with pytest.raises(ValueError, match=r"grouping factor 'Subject'.*unnamed Series or array is called 'group': name it"):
+        MixedLinearRegressor(FORMULA).fit(X, y, groups=groups.to_numpy())

@@ -143,7 +143,7 @@ def test_layout_is_lme4s(case, method):
 def test_summary_numbers(case, method):
     model, _ = fitted(case, method)
     ref = inference_reference(case, method)["summary"]
-    summary = model.summary()
+    summary = model.summary(ddf=None)
     sigma = model.sigma_
 
     assert summary.method_title.strip() == ref["methTitle"].strip()
@@ -187,7 +187,7 @@ def test_summary_numbers(case, method):
 
 def test_correlations_in_the_random_effects_table():
     model, _ = fitted("slopes3_corr", "reml")
-    table = model.summary().random_effects
+    table = model.summary(ddf=None).random_effects
     vc = model.variance_components_
     corr = vc[vc["var2"].notna()].set_index(["var1", "var2"])["sdcor"]
     rows = table.set_index("name")
@@ -199,7 +199,7 @@ def test_correlations_in_the_random_effects_table():
 
 def test_summary_text_and_html():
     model, _ = fitted("sleepstudy", "reml")
-    summary = model.summary()
+    summary = model.summary(ddf=None)
     text = str(summary)
     assert text.startswith("Linear mixed model fit by REML ['MixedLinearRegressor']\nFormula: y ~ 1 + Days + (1 + Days | Subject)\n")
     assert "Number of obs: 180, groups:  Subject, 18" in text
@@ -210,18 +210,18 @@ def test_summary_text_and_html():
 
 def test_singular_and_weighted_notes():
     model, _ = fitted("dyestuff2", "reml")
-    assert "boundary (singular) fit" in str(model.summary())
+    assert "boundary (singular) fit" in str(model.summary(ddf=None))
     model, _ = fitted("sleepstudy_weighted", "reml")
-    assert "\nWeights: sample_weight\n" in str(model.summary())
+    assert "\nWeights: sample_weight\n" in str(model.summary(ddf=None))
 
 
 def test_summary_after_unpickling_has_no_residuals():
     model, _ = fitted("dyestuff", "reml")
     restored = pickle.loads(pickle.dumps(model))
-    summary = restored.summary()
+    summary = restored.summary(ddf=None)
     assert summary.scaled_residuals is None
     assert "Scaled residuals" not in str(summary)
-    pd.testing.assert_frame_equal(summary.fixed_effects, model.summary().fixed_effects)
+    pd.testing.assert_frame_equal(summary.fixed_effects, model.summary(ddf=None).fixed_effects)
 
 
 def test_summary_of_a_model_without_random_effects():
@@ -231,6 +231,6 @@ def test_summary_of_a_model_without_random_effects():
     X = rng.normal(size=(50, 2))
     y = X @ [1.0, -1.0] + rng.normal(size=50)
     model = MixedLinearRegressor(reml=False).fit(X, y)
-    text = str(model.summary())
+    text = str(model.summary(ddf=None))
     assert "Number of obs: 50\n" in text
     assert " Residual" in text and "x0" in text and "x1" in text

@@ -39,8 +39,11 @@ class DenseCross:
 
     def gram(self, W0: np.ndarray) -> np.ndarray:
         """A_r0 blockdiag(W0) A_r0', dense q_r x q_r."""
-        AW = np.einsum("ilc,lcd->ild", self.A, W0, optimize=True).reshape(self.q_rest, -1)
-        return AW @ self.A.reshape(self.q_rest, -1).T
+        A2 = self.A.reshape(self.q_rest, -1)
+        if self.p0 == 1:  # W0 diagonal: scale the columns
+            return (A2 * W0.reshape(1, -1)) @ A2.T
+        AW = np.einsum("ilc,lcd->ild", self.A, W0).reshape(self.q_rest, -1)
+        return AW @ A2.T
 
     def apply(self, Y: np.ndarray) -> np.ndarray:
         """A_r0 @ Y for Y of shape (q0, k)."""
@@ -52,8 +55,11 @@ class DenseCross:
 
     def quad(self, N: np.ndarray) -> np.ndarray:
         """Per first-term level l: A_r0[:, l]' N A_r0[:, l], shape (m0, p0, p0)."""
-        NA = (N @ self.A.reshape(self.q_rest, -1)).reshape(self.q_rest, self.m0, self.p0)
-        return np.einsum("ilc,ild->lcd", self.A, NA, optimize=True)
+        A2 = self.A.reshape(self.q_rest, -1)
+        NA = N @ A2
+        if self.p0 == 1:
+            return np.einsum("il,il->l", A2, NA).reshape(self.m0, 1, 1)
+        return np.einsum("ilc,ild->lcd", self.A, NA.reshape(self.q_rest, self.m0, self.p0))
 
 
 class PairCross:

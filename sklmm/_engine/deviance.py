@@ -47,7 +47,10 @@ taken in "A-space": with ``W0 = M0 M0'`` per level,
     LXX LXX' = A_XX - LX0 LX0' - LXr LXr'
 
 (A_r0 W0 A_0r by :mod:`sklmm._crossblock`), so an evaluation touches these
-blocks only: its cost does not depend on n.
+blocks only: its cost does not depend on n.  The per-level blocks of L00
+(and of a nested rest term) are factored, inverted and solved with the
+closed-form kernels of :mod:`sklmm._engine.smallblocks` (p <= 3), never with
+batched ``numpy.linalg`` calls.
 
 Objective (lme4's scale)::
 
@@ -72,7 +75,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
+from scipy.linalg import lapack
 
+from . import smallblocks
 from .blocks import CrossProducts, form_blocks, nested_parent
 from .rest import _cholesky, make_rest
 from .._model.terms import ReTerm, lower_triangle_colmajor
@@ -99,6 +104,41 @@ class Factorization:
     Lrr: np.ndarray | None
     LXr: np.ndarray | None
     LXX: np.ndarray
+    #: L00's inverse, (m0, p0, p0) lower triangular, when p0 > 1 (else None).
+    L00inv: np.ndarray | None = None
+
+
+def _solve_lower_transposed(L: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """x with L' x = b for a lower-triangular L (LAPACK dtrtrs, no checks)."""
+    if L.shape[0] == 0:
+        return np.array(b, dtype=np.float64)
+    x, info = lapack.dtrtrs(L, b, lower=1, trans=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"singular triangular factor (dtrtrs info {info})")
+    return x
+
+
+def _solve_lower(L: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """x with L x = b for a lower-triangular L (LAPACK dtrtrs, no checks)."""
+    if L.shape[0] == 0:
+        return np.array(b, dtype=np.float64)
+    x, info = lapack.dtrtrs(L, b, lower=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"singular triangular factor (dtrtrs info {info})")
+    return x
+
+
+def _lambda_transpose_map(lam: np.ndarray) -> np.ndarray:
+    """K with vec(lam X_l') = vec(X_l) K for p x p blocks flattened row by row.
+
+    ``(lam X')[i, d] = sum_j lam[i, j] X[d, j]``, so ``K[(d', j), (i, d)] =
+    [d' = d] lam[i, j]``: M0 = lam0 L00^-T per level is one matrix product.
+    """
+    p = lam.shape[0]
+    K = np.zeros((p, p, p, p))
+    for d in range(p):
+        K[d, :, :, d] = lam.T
+    return K.reshape(p * p, p * p)
 
 
 class ProfiledDeviance:
@@ -258,27 +298,39 @@ class ProfiledDeviance:
 
         lams = self.lambdas(theta)
         lam0 = lams[0]
+        m0, p0 = self.m0, self.p0
+        L00inv = None
         # L00 L00' = lambda0' A00 lambda0 + I, level by level; M0 = lambda0 L00^-T.
-        if self.p0 == 1:  # scalar blocks: (m0, 1, 1) arrays, no batched factorisation
+        # Closed-form kernels per block (smallblocks), no batched LAPACK calls.
+        if p0 == 1:  # scalar blocks: (m0, 1, 1) arrays
             l0 = lam0[0, 0]
             L00 = np.sqrt(l0 * l0 * self.A00 + 1.0)
             M0 = l0 / L00
+            # L_X0 = A_X0 Lambda0 L00^-T.
+            LX0 = self.AX0.reshape(p + 1, m0) * M0.reshape(m0)
         else:
-            B00 = np.einsum("ji,ljk,km->lim", lam0, self.A00, lam0, optimize=True)
-            B00 += np.eye(self.p0)
-            L00 = np.linalg.cholesky(B00)
-            M0 = np.swapaxes(np.linalg.solve(L00, np.broadcast_to(lam0.T, L00.shape)), 1, 2)
-        # L_X0 = A_X0 Lambda0 L00^-T.
-        LX0 = np.einsum("jlc,lcd->jld", self.AX0, M0, optimize=True).reshape(p + 1, self.m0 * self.p0)
+            B00 = smallblocks.congruence(lam0, self.A00)
+            B00.reshape(m0, p0 * p0)[:, :: p0 + 1] += 1.0
+            L00 = smallblocks.cholesky(B00)
+            L00inv = smallblocks.inv_lower(L00)
+            M0 = (L00inv.reshape(m0, p0 * p0) @ _lambda_transpose_map(lam0)).reshape(m0, p0, p0)
+            # L_X0 = (A_X0 Lambda0) L00^-T: a product with the constant lambda0,
+            # then forward substitution per level.
+            V = (self.AX0.reshape(-1, p0) @ lam0).reshape(p + 1, m0, p0)
+            LX0 = smallblocks.solve_lower(L00, V.transpose(1, 2, 0)).transpose(2, 0, 1).reshape(p + 1, m0 * p0)
         S = self.AXX - LX0 @ LX0.T
 
         Lrr = LXr = None
         if self.q_rest:
-            W0 = M0 * M0 if self.p0 == 1 else M0 @ np.swapaxes(M0, 1, 2)
-            W0AX0 = np.einsum("lcd,jld->lcj", W0, self.AX0, optimize=True).reshape(self.m0 * self.p0, p + 1)
+            if p0 == 1:
+                W0 = M0 * M0
+                W0AX0 = (self.AX0.reshape(p + 1, m0) * W0.reshape(m0)).T
+            else:
+                W0 = smallblocks.matmul(M0, np.swapaxes(M0, 1, 2))
+                W0AX0 = smallblocks.matmul(W0, self.AX0.transpose(1, 2, 0)).reshape(m0 * p0, p + 1)
             Lrr, LXr = self.rest.factor(lams[1:], W0, W0AX0)
             S -= LXr @ LXr.T
-        return Factorization(theta, lams, L00, M0, LX0, Lrr, LXr, _cholesky(S))
+        return Factorization(theta, lams, L00, M0, LX0, Lrr, LXr, _cholesky(S), L00inv)
 
     # -- the objective -----------------------------------------------------------
 
@@ -287,7 +339,7 @@ class ProfiledDeviance:
         p = self.p
         ldL2 = 0.0
         if fac.L00 is not None:
-            ldL2 += 2.0 * float(np.sum(np.log(np.diagonal(fac.L00, axis1=1, axis2=2))))
+            ldL2 += 2.0 * smallblocks.log_diagonal_sum(fac.L00)
         if fac.Lrr is not None:
             ldL2 += 2.0 * self.rest.log_diagonal_sum(fac.Lrr)
         dX = np.diag(fac.LXX)
@@ -332,14 +384,17 @@ class ProfiledDeviance:
         if self.q_rest:
             u_r = self.rest.solve_upper(fac.Lrr, rhs_X[:, q0:].T).T
             # rhs0 -= Lr0' u_r, with Lr0' = M0' A_0r Lambda_r
-            AT = self.rest.cross.apply_T(self.rest.lam(fac.lams[1:], u_r.T)).T.reshape(k, self.m0, self.p0)
-            rhs0 = rhs0 - np.einsum("ldc,kld->klc", fac.M0, AT).reshape(k, q0)
-        rhs0 = rhs0.reshape(k, self.m0, self.p0)
+            AT = self.rest.cross.apply_T(self.rest.lam(fac.lams[1:], u_r.T))  # (q0, k)
+            if self.p0 == 1:
+                rhs0 = rhs0 - (fac.M0.reshape(self.m0, 1) * AT).T
+            else:
+                MtA = smallblocks.matmul(np.swapaxes(fac.M0, 1, 2), AT.reshape(self.m0, self.p0, k))
+                rhs0 = rhs0 - MtA.reshape(q0, k).T
         if self.p0 == 1:
-            u0 = rhs0 / fac.L00[None, :, 0, :]
+            u0 = (rhs0 / fac.L00.reshape(1, self.m0)).reshape(k, self.m0, 1)
         else:
-            Lt = np.swapaxes(fac.L00, 1, 2)
-            u0 = np.stack([np.linalg.solve(Lt, r[:, :, None])[:, :, 0] for r in rhs0])
+            rhs0 = rhs0.reshape(k, self.m0, self.p0)
+            u0 = smallblocks.solve_lower_transpose(fac.L00, rhs0.transpose(1, 2, 0)).transpose(2, 0, 1)
         return u0, u_r
 
     def solve(self, fac: Factorization) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -363,7 +418,7 @@ class ProfiledDeviance:
         the factor belongs to the centred response.
         """
         p = self.p
-        beta = scipy.linalg.solve_triangular(fac.LXX[:p, :p].T, fac.LXX[p, :p], lower=False, check_finite=False)
+        beta = _solve_lower_transposed(fac.LXX[:p, :p], fac.LXX[p, :p])
         if self.y_offset:
             beta[0] += self.y_offset
         return beta
@@ -372,7 +427,7 @@ class ProfiledDeviance:
         """beta (for the centred y: without ``y_offset``) and the spherical random effects u, per term as (m_t, p_t)."""
         p = self.p
         LXX = fac.LXX
-        beta = scipy.linalg.solve_triangular(LXX[:p, :p].T, LXX[p, :p], lower=False, check_finite=False)
+        beta = _solve_lower_transposed(LXX[:p, :p], LXX[p, :p])
         if not self.terms:
             return beta, []
         # L_zz' u = l_yz' - L_Xz' beta
@@ -414,6 +469,8 @@ class ProfiledDeviance:
             return np.inf, np.zeros_like(theta)
         if not self.terms:
             return value, np.zeros(0)
+        if not self.q_rest:
+            return value, self._one_term_gradient(theta, fac, value, pwrss)
 
         grad = np.empty_like(theta)
         beta, u = self._beta_u(fac)
@@ -426,23 +483,66 @@ class ProfiledDeviance:
             if np.min(np.abs(np.diag(lam))) < _SINGULAR_LAMBDA:
                 numeric.append(t)
                 continue
-            dlogdet = 2.0 * np.linalg.solve(lam.T, (term.n_levels * np.eye(term.n_columns) - sums[t]).T)
-            rows, cols = lower_triangle_colmajor(term.n_columns)
+            pt = term.n_columns
+            if pt == 1:
+                dlogdet = 2.0 * (term.n_levels - sums[t]) / lam[0, 0]
+            else:
+                dlogdet = 2.0 * _solve_lower_transposed(lam, (term.n_levels * np.eye(pt) - sums[t]).T)
+            rows, cols = lower_triangle_colmajor(pt)
             grad[sl] = dlogdet[rows, cols] + scale * dpwrss[t][rows, cols] / pwrss
         for t in numeric:
             grad[self.theta_slices[t]] = self._numeric_gradient(theta, self.theta_slices[t], value)
         return value, grad
+
+    def _one_term_gradient(self, theta: np.ndarray, fac: Factorization, value: float, pwrss: float) -> np.ndarray:
+        """The gradient for a model with one term: the general formulas, fused.
+
+        Same algebra as the general path (``_beta_u``, ``_pwrss_derivatives``,
+        ``_inverse_block_sums``) written out for one block-diagonal term, so
+        that a small model's evaluation makes a few dozen array operations.
+        """
+        p, m0, p0 = self.p, self.m0, self.p0
+        lam = fac.lams[0]
+        if np.abs(lam.diagonal()).min() < _SINGULAR_LAMBDA:
+            return self._numeric_gradient(theta, self.theta_slices[0], value)
+        LXX, LX0, AX0 = fac.LXX, fac.LX0, self.AX0
+        RX = LXX[:p, :p]
+        beta = _solve_lower_transposed(RX, LXX[p, :p])
+        r = LX0[p] - beta @ LX0[:p]  # L_zz' u = l_yz' - L_Xz' beta
+        scale = (self.n - p) if self.reml else self.n
+        if p0 == 1:
+            Ld = fac.L00.reshape(m0)
+            u0 = r / Ld
+            R0 = AX0[p, :, 0] - beta @ AX0[:p, :, 0] - self.A00.reshape(m0) * (lam[0, 0] * u0)
+            dpwrss = -2.0 * (R0 @ u0)
+            inv_sum = float(np.sum(1.0 / (Ld * Ld)))
+            if self.reml and p:
+                P = _solve_lower(RX, LX0[:p] / Ld)
+                inv_sum += float(P.ravel() @ P.ravel())
+            return np.array([2.0 * (m0 - inv_sum) / lam[0, 0] + scale * dpwrss / pwrss])
+        u0 = smallblocks.solve_lower_transpose(fac.L00, r.reshape(m0, p0))
+        R0 = AX0[p] - (beta @ AX0[:p].reshape(p, m0 * p0)).reshape(m0, p0) - np.einsum("lcd,ld->lc", self.A00, u0 @ lam.T)
+        dpwrss = -2.0 * (R0.T @ u0)
+        Li = fac.L00inv.reshape(m0 * p0, p0)
+        inv_sum = Li.T @ Li
+        if self.reml and p:
+            V = smallblocks.solve_lower_transpose(fac.L00, LX0[:p].reshape(p, m0, p0).transpose(1, 2, 0))
+            P = _solve_lower(RX, V.transpose(2, 0, 1).reshape(p, m0 * p0)).reshape(p * m0, p0)
+            inv_sum = inv_sum + P.T @ P
+        dlogdet = 2.0 * _solve_lower_transposed(lam, (m0 * np.eye(p0) - inv_sum).T)
+        rows, cols = lower_triangle_colmajor(p0)
+        return dlogdet[rows, cols] + scale * dpwrss[rows, cols] / pwrss
 
     def _pwrss_derivatives(self, fac: Factorization, beta: np.ndarray, u: list[np.ndarray]) -> list[np.ndarray]:
         """d pwrss / d lambda_t as p_t x p_t matrices: -2 R_t' U_t with R = Z'W r."""
         p = self.p
         b0 = u[0] @ fac.lams[0].T  # Lambda_0 u_0 per level
         # R = A_zy - A_zX beta - A_zz Lambda u
-        R0 = self.AX0[p] - np.einsum("jlc,j->lc", self.AX0[:p], beta)
+        R0 = self.AX0[p] - (beta @ self.AX0[:p].reshape(p, self.m0 * self.p0)).reshape(self.m0, self.p0)
         if self.p0 == 1:
             R0 = R0 - self.A00[:, :, 0] * b0
         else:
-            R0 = R0 - np.einsum("lcd,ld->lc", self.A00, b0)
+            R0 = R0 - smallblocks.matmul(self.A00, b0[:, :, None])[:, :, 0]
         out = []
         if self.q_rest:
             u_r = np.concatenate([ut.ravel() for ut in u[1:]])
@@ -462,7 +562,21 @@ class ProfiledDeviance:
         G is M^-1 for ML and the zz block of the inverse of the whole
         [z X] block for REML (M^-1 plus P'P, P = L_XX^-1 L_Xz L_zz^-1).
         """
-        return [blocks.sum(axis=0) for blocks in self.inverse_diagonal_blocks(fac, with_fixed=self.reml)]
+        if self.q_rest:
+            return [blocks.sum(axis=0) for blocks in self.inverse_diagonal_blocks(fac, with_fixed=self.reml)]
+        # One term: sum_l J_l = sum_l L00_l^-T L00_l^-1 is one product of the
+        # stacked inverse with itself, and the REML part sum_l P_l' P_l another.
+        p, m0, p0 = self.p, self.m0, self.p0
+        if p0 == 1:
+            S0 = np.array([[np.sum(1.0 / fac.L00**2)]])
+        else:
+            Li = fac.L00inv.reshape(m0 * p0, p0)
+            S0 = Li.T @ Li
+        if self.reml and p > 0:
+            v0, _ = self._solve_u(fac, fac.LX0[:p])
+            P0 = _solve_lower(fac.LXX[:p, :p], v0.reshape(p, m0 * p0)).reshape(p * m0, p0)
+            S0 = S0 + P0.T @ P0
+        return [S0]
 
     def conditional_covariances(self, fac: Factorization) -> list[np.ndarray]:
         """Per term, the diagonal blocks of M^-1, shape (m_t, p_t, p_t).
@@ -494,25 +608,25 @@ class ProfiledDeviance:
         if p0 == 1:
             blocks0 = 1.0 / fac.L00**2
         else:
-            Linv = np.linalg.inv(fac.L00)
-            blocks0 = np.swapaxes(Linv, 1, 2) @ Linv
+            Linv = fac.L00inv if fac.L00inv is not None else smallblocks.inv_lower(fac.L00)
+            blocks0 = smallblocks.matmul(np.swapaxes(Linv, 1, 2), Linv)
         blocks = [blocks0]
         if self.q_rest:
             # M^-1's rest blocks, and T_l = A_r0[:, l]' Lambda_r Minv_rr Lambda_r' A_r0[:, l];
             # the first term's part of M^-1 beyond J is J lambda0' T_l lambda0 J.
             rest_blocks, T = self.rest.inverse_blocks(fac.Lrr, fac.lams[1:])
             blocks.extend(rest_blocks)
-            JL = blocks0 @ fac.lams[0].T  # (m0, p0, p0): J_l lambda0'
-            blocks[0] = blocks0 + JL @ T @ np.swapaxes(JL, 1, 2)
+            JL = (blocks0.reshape(m0 * p0, p0) @ fac.lams[0].T).reshape(m0, p0, p0)  # J_l lambda0'
+            blocks[0] = blocks0 + smallblocks.matmul(smallblocks.matmul(JL, T), np.swapaxes(JL, 1, 2))
         if with_fixed and p > 0:
             # P = L_XX^-1 L_Xz L_zz^-1 (p x q): solve L_zz' V' = L_Xz', then L_XX.
             rows = np.concatenate([fac.LX0[:p], fac.LXr[:p]], axis=1) if self.q_rest else fac.LX0[:p]
             v0, v_r = self._solve_u(fac, rows)
             LX = fac.LXX[:p, :p]
-            P0 = scipy.linalg.solve_triangular(LX, v0.reshape(p, -1), lower=True, check_finite=False).reshape(p, m0, p0)
+            P0 = _solve_lower(LX, v0.reshape(p, m0 * p0)).reshape(p, m0, p0)
             blocks[0] = blocks[0] + np.einsum("klc,kld->lcd", P0, P0)
             if self.q_rest:
-                Pr = scipy.linalg.solve_triangular(LX, v_r, lower=True, check_finite=False)
+                Pr = _solve_lower(LX, v_r)
                 for t, (offset, m, pt) in enumerate(self.rest_layout, start=1):
                     block = Pr[:, offset : offset + m * pt].reshape(p, m, pt)
                     blocks[t] = blocks[t] + np.einsum("klc,kld->lcd", block, block)

@@ -378,11 +378,12 @@ def fit_prepared(prepared, *, reml: bool, max_evaluations: int) -> LmmFit:
     return fit
 
 
-def optimize(problem: ProfiledDeviance, max_evaluations: int, theta0: np.ndarray | None = None):
+def optimize(problem: ProfiledDeviance, max_evaluations: int, theta0: np.ndarray | None = None, second_opinion: bool = True):
     """Minimise the problem's criterion over theta (see :mod:`sklmm._optimize`).
 
     ``theta0``: the start; by default lme4's (identity lambda), in the
-    data's units (:meth:`ProfiledDeviance.theta_scales`).
+    data's units (:meth:`ProfiledDeviance.theta_scales`).  ``second_opinion``:
+    as :func:`optimize_theta`'s.
     """
     scale = problem.theta_scales()
     start = problem.initial_theta() * scale if theta0 is None else np.asarray(theta0, dtype=np.float64)
@@ -399,6 +400,7 @@ def optimize(problem: ProfiledDeviance, max_evaluations: int, theta0: np.ndarray
             max_evaluations,
             scale=scale,
             partners=problem.column_partners(),
+            second_opinion=second_opinion,
         )
 
 

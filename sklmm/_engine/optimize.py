@@ -139,6 +139,7 @@ def optimize_theta(
     max_evaluations: int,
     scale: np.ndarray | None = None,
     partners: dict[int, list[int]] | None = None,
+    second_opinion: bool = True,
 ) -> OptimizeResult:
     """Minimise the objective over theta subject to ``theta >= lower``.
 
@@ -161,6 +162,12 @@ def optimize_theta(
     partners : dict, optional
         For each diagonal element, the elements below it in its column of
         lambda, whose signs the boundary probe flips.
+    second_opinion : bool, default=True
+        Search again with COBYQA from the start when the optimum is near
+        the boundary (see the module docstring).  The bootstrap's refits
+        turn it off: COBYQA is pure Python, and one search cost about 50
+        refits; they restart from lme4's start instead, as lme4's refits
+        run one local optimiser.
 
     Returns
     -------
@@ -211,7 +218,7 @@ def optimize_theta(
             if better is None:
                 break
             start = better
-        if f.best_theta is not None and len(start) > 1 and np.any((lower_scaled == 0.0) & (f.best_theta < _BOUNDARY)):
+        if second_opinion and f.best_theta is not None and len(start) > 1 and np.any((lower_scaled == 0.0) & (f.best_theta < _BOUNDARY)):
             improved = _second_opinion(f, bounds, theta0 / scale)
             if improved:
                 message = f"{message}; a derivative-free search from the start found a better optimum"

@@ -27,6 +27,7 @@ import scipy.linalg
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
+from . import smallblocks
 from .crossblock import make_cross
 
 #: A dense rest block larger than this (q_r) would need q_r^2 doubles several
@@ -47,6 +48,14 @@ def _cholesky(a: np.ndarray) -> np.ndarray:
     if info != 0:
         raise np.linalg.LinAlgError(f"matrix is not positive definite (leading minor {info})")
     return factor
+
+
+def _trsm(L: np.ndarray, rhs: np.ndarray, trans: int) -> np.ndarray:
+    """L^-1 rhs (trans=0) or L'^-1 rhs (trans=1) for a lower-triangular L (LAPACK dtrtrs)."""
+    x, info = lapack.dtrtrs(L, rhs, lower=1, trans=trans)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"singular triangular factor (dtrtrs info {info})")
+    return x
 
 
 def make_rest(rest_terms, Ar0: sp.csr_matrix, Arr: sp.spmatrix, AXr: np.ndarray, parent: np.ndarray | None, m0: int, p0: int):
@@ -106,8 +115,20 @@ class DenseRest:
         self.AXr = AXr  # [X y]' W Z_r, (p + 1, q_r)
         self.cross = cross  # Z_r' W Z_0
 
+    def _scalar_diagonal(self, lams):
+        """Lambda_r's diagonal when every rest term is scalar (Lambda_r diagonal), else None."""
+        if len(self.layout) == 1:
+            m, p = self.layout[0][1:]
+            return np.full(m, lams[0][0, 0]) if p == 1 else None
+        if any(p != 1 for _, _, p in self.layout):
+            return None
+        return np.repeat(np.array([lam[0, 0] for lam in lams]), [m for _, m, _ in self.layout])
+
     def lam(self, lams, V: np.ndarray, transpose: bool = False) -> np.ndarray:
         """Lambda_r V (or Lambda_r' V) for V with q_r rows."""
+        d = self._scalar_diagonal(lams)
+        if d is not None:
+            return V * (d if V.ndim == 1 else d[:, None])
         out = np.empty_like(V)
         for (offset, m, p), lam in zip(self.layout, lams):
             out[offset : offset + m * p] = _apply_lambda(lam, V[offset : offset + m * p], m, p, transpose)
@@ -116,11 +137,16 @@ class DenseRest:
     def factor(self, lams, W0: np.ndarray, W0AX0: np.ndarray):
         """L_rr and L_Xr (see _deviance's docstring); L_rr is a dense Fortran-ordered array."""
         B = self.Arr - self.cross.gram(W0)
-        B = self.lam(lams, self.lam(lams, B, transpose=True).T, transpose=True)
+        d = self._scalar_diagonal(lams)
+        if d is not None:  # Lambda_r diagonal: scale rows and columns in place
+            B *= d[:, None]
+            B *= d[None, :]
+        else:
+            B = self.lam(lams, self.lam(lams, B, transpose=True).T, transpose=True)
         B[np.diag_indices_from(B)] += 1.0
         Lrr = _cholesky(B)
         C = self.lam(lams, self.AXr.T - self.cross.apply(W0AX0), transpose=True)
-        LXr = scipy.linalg.solve_triangular(Lrr, C, lower=True, check_finite=False).T
+        LXr = _trsm(Lrr, C, trans=0).T
         return Lrr, LXr
 
     def log_diagonal_sum(self, Lrr) -> float:
@@ -134,7 +160,7 @@ class DenseRest:
 
     def solve_upper(self, Lrr, rhs: np.ndarray) -> np.ndarray:
         """L_rr'^-1 rhs for rhs of shape (q_r, k)."""
-        return scipy.linalg.solve_triangular(Lrr.T, rhs, lower=False, check_finite=False)
+        return _trsm(Lrr, rhs, trans=1)
 
     def times_A(self, b: np.ndarray) -> np.ndarray:
         """A_rr b for b of shape (q_r,)."""
@@ -203,39 +229,41 @@ class NestedRest:
     def factor(self, lams, W0: np.ndarray, W0AX0: np.ndarray):
         """L_rr as (m, p, p) lower blocks and L_Xr (p+1, q_r)."""
         lam = lams[0]
-        G = self._sum_by_parent(self.Ab @ W0 @ np.swapaxes(self.Ab, 1, 2))
-        B = np.einsum("ji,ljk,km->lim", lam, self.A - G, lam, optimize=True)
-        B += np.eye(self.p)
-        Lrr = np.linalg.cholesky(B)
+        mm = smallblocks.matmul
+        G = self._sum_by_parent(mm(mm(self.Ab, W0), np.swapaxes(self.Ab, 1, 2)))
+        B = smallblocks.congruence(lam, self.A - G)
+        B.reshape(self.m, self.p * self.p)[:, :: self.p + 1] += 1.0
+        Lrr = smallblocks.cholesky(B)
         k = W0AX0.shape[1]
         # A_rX - A_r0 W0 A_0X, block by block
-        correction = self._sum_by_parent(self.Ab @ W0AX0.reshape(self.m0, self.p0, k))
+        correction = self._sum_by_parent(mm(self.Ab, W0AX0.reshape(self.m0, self.p0, k)))
         C = self.AXr.T.reshape(self.m, self.p, k) - correction
-        C = np.einsum("ji,ljk->lik", lam, C)
-        LXr = np.linalg.solve(Lrr, C).reshape(self.q, k).T
+        C = (lam.T @ C.transpose(1, 0, 2).reshape(self.p, -1)).reshape(self.p, self.m, k).transpose(1, 0, 2)
+        LXr = smallblocks.solve_lower(Lrr, C).reshape(self.q, k).T
         return Lrr, LXr
 
     def log_diagonal_sum(self, Lrr) -> float:
-        return float(np.sum(np.log(np.diagonal(Lrr, axis1=1, axis2=2))))
+        return smallblocks.log_diagonal_sum(Lrr)
 
     def column_mean_squares(self, t: int, n: int) -> np.ndarray:
         return np.einsum("lcc->c", self.A) / n
 
     def solve_upper(self, Lrr, rhs: np.ndarray) -> np.ndarray:
         k = rhs.shape[1]
-        out = np.linalg.solve(np.swapaxes(Lrr, 1, 2), rhs.reshape(self.m, self.p, k))
+        out = smallblocks.solve_lower_transpose(Lrr, rhs.reshape(self.m, self.p, k))
         return out.reshape(self.q, k)
 
     def times_A(self, b: np.ndarray) -> np.ndarray:
         return np.einsum("lcd,ld->lc", self.A, b.reshape(self.m, self.p)).ravel()
 
     def inverse_blocks(self, Lrr, lams):
-        Linv = np.linalg.inv(Lrr)
-        Minv = np.swapaxes(Linv, 1, 2) @ Linv  # (m, p, p)
+        mm = smallblocks.matmul
+        Linv = smallblocks.inv_lower(Lrr)
+        Minv = mm(np.swapaxes(Linv, 1, 2), Linv)  # (m, p, p)
         lam = lams[0]
-        N = lam @ Minv @ lam.T
+        N = smallblocks.congruence(lam.T, Minv)  # lam Minv lam'
         Np = N[self.parent]  # each first-term level's parent block
-        T = np.swapaxes(self.Ab, 1, 2) @ Np @ self.Ab
+        T = mm(mm(np.swapaxes(self.Ab, 1, 2), Np), self.Ab)
         return [Minv], T
 
     # the cross block's products, as DenseRest's cross object offers them

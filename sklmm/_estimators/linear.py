@@ -95,6 +95,17 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         Include a fixed intercept.
     max_iter : int, default=10000
         Maximum number of objective evaluations by the optimiser.
+    formula : str or None, default=None
+        The model as a one-sided lme4 formula, ``"~ Days + (Days | Subject)"``:
+        ``fit(X, y)`` then takes a DataFrame ``X`` holding every column the
+        formula names, grouping factors included (so Pipelines and
+        cross-validation need no metadata routing), builds the fixed part and
+        the random terms' columns as lme4 does (factors, interactions,
+        transforms; see :func:`sklmm.lmer`), and names every result as lme4
+        does (``SexMale``, ``age:SexMale``, ``I(Days^2)``).  ``predict(X)``
+        applies the training encodings to new rows.  Excludes
+        ``random_effects``; the formula's intercept rules replace
+        ``fit_intercept``; ``coef_`` follows ``fixed_effects_``' order.
 
     Attributes
     ----------
@@ -153,6 +164,14 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
     1.93
     >>> model.variance_components_["group"].tolist()
     ['group', 'Residual']
+
+    With a formula, X is a DataFrame holding the grouping column too:
+
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({"x": x[:, 0], "g": g})
+    >>> formula_model = MixedLinearRegressor(formula="~ x + (1 | g)").fit(frame, y)
+    >>> bool(abs(formula_model.coef_[0] - model.coef_[0]) < 1e-8)
+    True
     """
 
     _parameter_constraints: dict = {
@@ -401,14 +420,24 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
 
     # -- inference and reporting (sklmm._summary, _confint, _simulate, _condvar) ----
 
-    def summary(self):
-        """The model's summary, as lme4's ``summary(lmer)``.
+    def summary(self, ddf="satterthwaite"):
+        """The model's summary, as lmerTest's ``summary(lmer)`` (or lme4's with ``ddf=None``).
+
+        Parameters
+        ----------
+        ddf : {"satterthwaite", "kenward-roger"} or None, default="satterthwaite"
+            Degrees of freedom of the fixed effects' t tests, as lmerTest:
+            the table gains ``df`` and ``Pr(>|t|)`` columns (Kenward-Roger:
+            standard errors adjusted as pbkrtest's ``vcovAdj``; REML fits
+            only).  ``None``: lme4's table (estimate, standard error, t
+            value), with nothing more to compute.
 
         Returns
         -------
         ModelSummary
-            ``str()`` reads as lme4's printed summary; the tables are
-            attributes (DataFrames and Series), and notebooks show it as HTML.
+            ``str()`` reads as lmerTest's (or lme4's) printed summary; the
+            tables are attributes (DataFrames and Series), and notebooks
+            show it as HTML.
 
         Examples
         --------
@@ -416,18 +445,22 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         >>> from sklmm.datasets import load_sleepstudy
         >>> X, y, groups = load_sleepstudy(return_X_y_groups=True)
         >>> model = MixedLinearRegressor(random_effects="(1 + Days | Subject)").fit(X, y, groups=groups)
-        >>> summary = model.summary()
+        >>> summary = model.summary()  # lmerTest: df 17.000, p 3.26e-06 for Days
         >>> summary.fixed_effects.round(3)
+                     Estimate  Std. Error    df  t value  Pr(>|t|)
+        (Intercept)   251.405       6.825  17.0   36.838       0.0
+        Days           10.467       1.546  17.0    6.771       0.0
+        >>> print(str(summary).splitlines()[3])
+        REML criterion at convergence: 1743.6
+        >>> model.summary(ddf=None).fixed_effects.round(3)  # lme4's table
                      Estimate  Std. Error  t value
         (Intercept)   251.405       6.825   36.838
         Days           10.467       1.546    6.771
-        >>> print(str(summary).splitlines()[3])
-        REML criterion at convergence: 1743.6
         """
         from .._report.summary import summarize
 
         check_is_fitted(self)
-        return summarize(self)
+        return summarize(self, ddf=ddf)
 
     def confint(self, method="profile", level=0.95, parm=None, *, n_boot=500, random_state=None, n_jobs=None):
         """Confidence intervals for the variance parameters and fixed effects (lme4's ``confint``).
@@ -688,3 +721,100 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
                 if name not in names:
                     names.append(name)
         return names
+
+    # -- tests of fixed effects (sklmm._inference.ddf, ftests) ------------------------------
+
+    def test(self, L, ddf="satterthwaite"):
+        """Test the linear hypothesis ``L beta = 0`` (lmerTest's ``contest``).
+
+        Parameters
+        ----------
+        L : array-like of shape (p,) or (k, p), Series or DataFrame
+            The contrast: one column per estimated fixed effect, in the
+            order of ``fixed_effects_`` (a Series or DataFrame may name the
+            fixed effects it uses; the others get 0).
+        ddf : {"satterthwaite", "kenward-roger"}, default="satterthwaite"
+            Denominator degrees of freedom, as lmerTest (Kenward-Roger as
+            pbkrtest 0.5.2; REML fits only).
+
+        Returns
+        -------
+        DataFrame
+            One row (a 1-D ``L`` or one row): the t test, columns
+            ``Estimate``, ``Std. Error``, ``df``, ``t value``, ``Pr(>|t|)``
+            (Kenward-Roger: the adjusted standard error).  Several rows: the
+            F test, columns ``Sum Sq``, ``Mean Sq``, ``NumDF``, ``DenDF``,
+            ``F value``, ``Pr(>F)``, as lmerTest's ``contestMD``.
+
+        Examples
+        --------
+        >>> from sklmm import MixedLinearRegressor
+        >>> from sklmm.datasets import load_sleepstudy
+        >>> X, y, groups = load_sleepstudy(return_X_y_groups=True)
+        >>> model = MixedLinearRegressor(random_effects="(1 + Days | Subject)").fit(X, y, groups=groups)
+        >>> model.test([0, 1]).round(3)  # lmerTest's contest1D: df 17.000, t 6.771
+           Estimate  Std. Error    df  t value  Pr(>|t|)
+        0    10.467       1.546  17.0    6.771       0.0
+        >>> # lmerTest's contestMD(ddf = "Kenward-Roger"): NumDF 2, DenDF 16, F 705.836
+        >>> model.test([[1, 0], [0, 1]], ddf="kenward-roger")[["NumDF", "DenDF", "F value"]].round(1)
+           NumDF  DenDF  F value
+        0      2   16.0    705.8
+        """
+        from .._inference.ftests import contrast_test
+
+        check_is_fitted(self)
+        return contrast_test(self, L, ddf=ddf)
+
+    def predict_interval(self, X, groups=None, level=0.95):
+        """Prediction intervals for new observations.
+
+        Each row is predicted as :meth:`predict` predicts it and the
+        interval is ``fit -/+ z sd`` (normal quantile), ``sd`` the standard
+        deviation of the prediction error of a new observation:
+
+        * rows whose levels were seen in fit: the residual variance plus the
+          conditional mean squared error of the prediction (uncertainty of
+          the fixed effects and of the level's conditional modes);
+        * a term whose level is new (or ``groups=None``): its random effect
+          is predicted by 0 and its variance (``z' Sigma z``, Sigma the
+          term's covariance) is added, as is the uncertainty of the fixed
+          effects and the residual variance.
+
+        Not included: the uncertainty of the variance parameters (theta,
+        sigma), so in small samples the intervals are somewhat too narrow.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        groups : array-like, Series or DataFrame, default=None
+            Grouping factors as in :meth:`predict`.
+        level : float, default=0.95
+
+        Returns
+        -------
+        DataFrame
+            Columns ``fit``, ``lower``, ``upper``, ``se`` (the prediction
+            error's standard deviation), one row per row of X (X's index
+            when X is a DataFrame).
+
+        Examples
+        --------
+        >>> from sklmm import MixedLinearRegressor
+        >>> from sklmm.datasets import load_sleepstudy
+        >>> X, y, groups = load_sleepstudy(return_X_y_groups=True)
+        >>> model = MixedLinearRegressor(random_effects="(1 + Days | Subject)").fit(X, y, groups=groups)
+        >>> model.predict_interval(X.head(2), groups=groups.head(2)).round(1)  # subject 308
+             fit  lower  upper    se
+        0  253.7  198.1  309.3  28.4
+        1  273.3  219.1  327.6  27.7
+        >>> model.predict_interval(X.head(2)).round(1)  # a new subject: sqrt(6.825^2 + 612.09 + 654.94)
+             fit  lower  upper    se
+        0  251.4  180.4  322.4  36.2
+        1  261.9  189.4  334.3  37.0
+        """
+        from .._inference.intervals import prediction_interval
+
+        check_is_fitted(self)
+        index = X.index if isinstance(X, pd.DataFrame) else None
+        X, source, frame, offset = self._prediction_inputs(X, groups)
+        return prediction_interval(self, X, source, frame, offset, level, index=index)

@@ -88,14 +88,24 @@ def _ml_criteria(est) -> tuple[float, int, int]:
     return float(fit.log_likelihood), fit.n_params, fit.n_obs
 
 
-def anova(*models, refit: bool = True, names=None) -> AnovaTable:
-    """Likelihood-ratio tests and information criteria of nested fitted models (lme4's ``anova``).
+def anova(*models, refit: bool = True, names=None, type=3, ddf="satterthwaite") -> AnovaTable:
+    """F tests of one model's terms (lmerTest's ``anova(fit)``), or likelihood-ratio tests of nested models (lme4's ``anova``).
+
+    With one model: lmerTest 3.1-3's F table, one row per model term (a
+    factor's columns tested together; on an X-form fit every column is its
+    own term), columns ``Sum Sq``, ``Mean Sq``, ``NumDF``, ``DenDF``,
+    ``F value``, ``Pr(>F)``; ``Sum Sq`` and ``Mean Sq`` are lmerTest's
+    (the unscaled F times sigma^2).  The hypotheses of each ``type`` are
+    described in :mod:`sklmm._inference.ftests`.
+
+    With several models: the likelihood-ratio table described below.
 
     Parameters
     ----------
     *models : MixedLinearRegressor
-        Two or more models fitted to the same observations, typically
-        nested (each a special case of the next).
+        One fitted model (F tests of its terms), or two or more models
+        fitted to the same observations, typically nested (each a special
+        case of the next).
     refit : bool, default=True
         Refit REML fits by maximum likelihood first, as lme4 does (the
         table's note says so).  ``False`` compares the criteria as fitted;
@@ -103,6 +113,12 @@ def anova(*models, refit: bool = True, names=None) -> AnovaTable:
         effects.
     names : list of str, optional
         Row labels, one per model in argument order; default ``m0, m1, ...``.
+    type : {1, 2, 3}, default=3
+        One model only: the hypotheses (sequential, type II, type III), as
+        lmerTest's ``type``; ``"I"``, ``"II"``, ``"III"`` are accepted.
+    ddf : {"satterthwaite", "kenward-roger"}, default="satterthwaite"
+        One model only: the denominator degrees of freedom.  Kenward-Roger
+        needs a REML fit; its F is pbkrtest's scaled F.
 
     Returns
     -------
@@ -123,9 +139,20 @@ def anova(*models, refit: bool = True, names=None) -> AnovaTable:
     'refitting model(s) with ML (instead of REML)'
     >>> round(float(table.loc["m1", "Chisq"]), 3), int(table.loc["m1", "Df"])
     (42.139, 2)
+
+    One model: F tests of its terms (lmerTest: Sum Sq 30030.9, F 45.853, DenDF 17.000)
+
+    >>> print(anova(m1)[["NumDF", "DenDF", "F value"]].round(3))
+    Type III Analysis of Variance Table with Satterthwaite's method
+          NumDF  DenDF  F value
+    Days      1   17.0   45.853
     """
+    if len(models) == 1:
+        from .ftests import single_model_anova
+
+        return single_model_anova(models[0], type=type, ddf=ddf)
     if len(models) < 2:
-        raise ValueError("anova compares two or more fitted models")
+        raise ValueError("anova needs one fitted model (F tests of its terms) or several (likelihood-ratio tests)")
     names = [f"m{i}" for i in range(len(models))] if names is None else [str(name) for name in names]
     if len(names) != len(models) or len(set(names)) != len(names):
         raise ValueError(f"names={names!r}: give one distinct name per model")

@@ -8,6 +8,12 @@ fixed effects.  The interval is the percentile interval of ``boot.ci(type =
 "perc")``, whose limits interpolate between order statistics on the normal
 quantile scale (Davison and Hinkley 1997, eq. 5.8).
 
+Batched refits: only the response changes between replicates, so the
+design's cross products are formed once (:class:`ResponseRefitter`); each
+replicate replaces the y row of the cross-product blocks (X'Wy, Z'Wy, y'Wy,
+formed for all replicates at once by a few matrix products) and optimises
+from lme4's ``refit`` start.
+
 Reproducibility: one :class:`numpy.random.SeedSequence` made from
 ``random_state`` spawns one child seed per replicate, so the replicates do
 not depend on how they are split between ``n_jobs`` workers.  lme4 uses R's
@@ -17,8 +23,9 @@ Monte Carlo error only.
 
 from __future__ import annotations
 
+import copy
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -26,6 +33,7 @@ from joblib import Parallel, delayed
 from scipy.stats import norm
 
 from .._model import parameters as _parameters
+from .._engine.blocks import term_transpose_matrix as _term_transpose_matrix
 from .._engine.fit import SINGULAR_TOLERANCE, optimize, prepare
 from .simulate import as_seed_sequence, simulation_model
 
@@ -116,6 +124,127 @@ def _norm_inter(t: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return out
 
 
+class ResponseRefitter:
+    """Refit one model to new responses, reusing the design's cross products.
+
+    The cross products of [Z X y] depend on y only through their y row:
+    X'Wy, Z'Wy and y'Wy.  Everything else (Z'WZ, X'WZ, X'WX, the rest
+    blocks) is formed once, by :func:`prepare` on the training data; for
+    each new response the y row is recomputed (for a batch of responses in
+    a few matrix products) and swapped into a shallow copy of the problem.
+
+    Parameters
+    ----------
+    data : TrainingData
+        The model's training data (its y is replaced).
+    reml : bool
+
+    Examples
+    --------
+    >>> from sklmm import MixedLinearRegressor
+    >>> from sklmm.datasets import load_dyestuff
+    >>> X, y, groups = load_dyestuff(return_X_y_groups=True)
+    >>> model = MixedLinearRegressor(random_effects="(1 | Batch)").fit(X, y, groups=groups)
+    >>> refitter = ResponseRefitter(model._training_data, reml=True)
+    >>> theta, sigma, beta, singular, converged = refitter.refit(y.to_numpy(), model.theta_, 1000)
+    >>> bool(abs(sigma - model.sigma_) < 1e-6)
+    True
+    """
+
+    def __init__(self, data, reml: bool):
+        weights = data.weights
+        self.rows = None if weights is None or not np.any(weights == 0) else weights > 0
+        prepared = prepare(data, reml, warn=False)
+        self.problem = problem = prepared.problem
+        self.weights = prepared.weights
+        self.design = prepared.design  # (n, p) kept fixed-effect columns
+        # prepare centres y (its weighted mean goes into the intercept) when
+        # the intercept is estimated; the replicates are centred the same way.
+        self.centre = bool(data.fit_intercept) and 0 in set(prepared.kept.tolist())
+        terms = problem.terms
+        self.Zt0 = _term_transpose_matrix(terms[0]) if terms else None
+        self.Zt_rest = None
+        if len(terms) > 1:
+            import scipy.sparse as sp
+
+            self.Zt_rest = sp.vstack([_term_transpose_matrix(t) for t in terms[1:]], format="csr")
+        self.lower = problem.lower_bounds()
+
+    def _y_rows(self, Y: np.ndarray):
+        """The y rows of the cross products for responses Y (n, k), centred as ``prepare`` does."""
+        w = self.weights
+        if self.centre:
+            offsets = (Y.mean(axis=0) if w is None else (w @ Y) / w.sum())
+            Y = Y - offsets
+        else:
+            offsets = np.zeros(Y.shape[1])
+        WY = Y if w is None else Y * w[:, None]
+        XtWY = self.design.T @ WY  # (p, k)
+        yWy = np.einsum("ik,ik->k", Y, WY)
+        Z0WY = None if self.Zt0 is None else np.asarray(self.Zt0 @ WY)
+        ZrWY = None if self.Zt_rest is None else np.asarray(self.Zt_rest @ WY)
+        return offsets, XtWY, yWy, Z0WY, ZrWY
+
+    def _problem_for(self, offset, XtWy, yWy, Z0Wy, ZrWy):
+        """A shallow copy of the problem with the y rows replaced."""
+        base = self.problem
+        p = base.p
+        problem = copy.copy(base)
+        problem.y_offset = float(offset)
+        AXX = base.AXX.copy()
+        AXX[p, :p] = AXX[:p, p] = XtWy
+        AXX[p, p] = yWy
+        problem.AXX = AXX
+        if base.terms:
+            AX0 = base.AX0.copy()
+            AX0[p] = Z0Wy.reshape(base.m0, base.p0)
+            problem.AX0 = AX0
+        if base.q_rest:
+            rest = copy.copy(base.rest)
+            AXr = base.rest.AXr.copy()
+            AXr[p] = ZrWy
+            rest.AXr = AXr
+            problem.rest = rest
+        return problem
+
+    def problems(self, Y: np.ndarray):
+        """One problem per column of Y (n_rows_of_data, k), built from one batch of products."""
+        if self.rows is not None:
+            Y = Y[self.rows]
+        offsets, XtWY, yWy, Z0WY, ZrWY = self._y_rows(Y)
+        for i in range(Y.shape[1]):
+            yield self._problem_for(
+                offsets[i], XtWY[:, i], yWy[i],
+                None if Z0WY is None else Z0WY[:, i], None if ZrWY is None else ZrWY[:, i],
+            )
+
+    def refit(self, y: np.ndarray, theta0: np.ndarray, max_iter: int):
+        """:func:`refit` for one response y (of the training data's length)."""
+        return _refit_problem(next(self.problems(np.asarray(y, dtype=np.float64)[:, None])), self.lower, theta0, max_iter)
+
+
+def _refit_problem(problem, lower, theta0: np.ndarray, max_iter: int):
+    """Optimise a problem from theta0, lme4's ``refit``; see :func:`refit`."""
+    if problem.n_theta:
+        # No derivative-free second opinion (optimize_theta's): it costs about
+        # 50 refits; a singular optimum is checked from a second start instead.
+        result = optimize(problem, max_iter, theta0, second_opinion=False)
+        singular = bool(np.any(result.theta[lower == 0.0] < SINGULAR_TOLERANCE))
+        if singular:
+            other = optimize(problem, max_iter, second_opinion=False)  # fit_lmm's start
+            if other.objective < result.objective:
+                result = other
+        theta, converged = result.theta, result.converged
+    else:
+        theta, converged = np.empty(0), True
+    factor = problem.factorize(theta)
+    _, _, pwrss = problem.log_determinants(factor)
+    sigma = problem.sigma(pwrss)
+    beta, _ = problem.solve(factor)
+    singular = bool(np.any(theta[lower == 0.0] < SINGULAR_TOLERANCE)) if problem.n_theta else False
+    return theta, sigma, beta, singular, converged
+
+
 def refit(data, reml: bool, theta0: np.ndarray, max_iter: int):
     """Refit to new data starting from theta0, as lme4's ``refit``.
 
@@ -130,23 +259,7 @@ def refit(data, reml: bool, theta0: np.ndarray, max_iter: int):
     """
     prepared = prepare(data, reml, warn=False)
     problem = prepared.problem
-    lower = problem.lower_bounds()
-    if problem.n_theta:
-        result = optimize(problem, max_iter, theta0)
-        singular = bool(np.any(result.theta[lower == 0.0] < SINGULAR_TOLERANCE))
-        if singular:
-            other = optimize(problem, max_iter)  # fit_lmm's start
-            if other.objective < result.objective:
-                result = other
-        theta, converged = result.theta, result.converged
-    else:
-        theta, converged = np.empty(0), True
-    factor = problem.factorize(theta)
-    _, _, pwrss = problem.log_determinants(factor)
-    sigma = problem.sigma(pwrss)
-    beta, _ = problem.solve(factor)
-    singular = bool(np.any(theta[lower == 0.0] < SINGULAR_TOLERANCE)) if problem.n_theta else False
-    return theta, sigma, beta, singular, converged
+    return _refit_problem(problem, problem.lower_bounds(), theta0, max_iter)
 
 
 def _parameters_of(theta, sigma, beta, sizes) -> np.ndarray:
@@ -159,19 +272,30 @@ def _run_replicates(data, sim_model, seeds, reml: bool, theta0, max_iter: int, s
 
     from threadpoolctl import threadpool_limits
 
+    out = []
     with threadpool_limits(limits=1, user_api="blas") if one_thread else nullcontext():
-        return [_replicate(data, sim_model, seed, reml, theta0, max_iter, sizes) for seed in seeds]
+        refitter = ResponseRefitter(data, reml)
+        for batch in range(0, len(seeds), _BATCH):
+            chunk = seeds[batch : batch + _BATCH]
+            # one draw per seed (its own generator), then the y rows of all in one product
+            Y = np.column_stack([sim_model.draw(np.random.default_rng(seed)) for seed in chunk])
+            if data.offset is not None:
+                Y = Y - data.offset[:, None]  # the training data hold the response minus the offset
+            for problem in refitter.problems(Y):
+                out.append(_replicate(problem, refitter.lower, theta0, max_iter, sizes))
+    return out
 
 
-def _replicate(data, sim_model, seed, reml: bool, theta0, max_iter: int, sizes):
-    """One replicate: draw with its own seed, refit with warnings silenced (they are counted)."""
-    y = sim_model.draw(np.random.default_rng(seed))
-    if data.offset is not None:
-        y = y - data.offset  # the training data hold the response minus the offset
+#: Responses whose cross products are formed together (bounds the n x k buffer).
+_BATCH = 64
+
+
+def _replicate(problem, lower, theta0, max_iter: int, sizes):
+    """One replicate's refit, with warnings silenced (they are counted)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            theta, sigma, beta, singular, converged = refit(replace(data, y=y), reml, theta0, max_iter)
+            theta, sigma, beta, singular, converged = _refit_problem(problem, lower, theta0, max_iter)
         except (ValueError, np.linalg.LinAlgError, ArithmeticError):  # ArithmeticError: no finite objective
             return None, False, False
     return _parameters_of(theta, sigma, beta, sizes), singular, converged

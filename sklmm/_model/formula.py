@@ -212,6 +212,8 @@ def to_formulaic(expression: str) -> str:
         out.append(char)
         i += 1
     text = "".join(out)
+    # R's factor(x) / as.factor(x) is formulaic's C(x) (named back as factor(x), see r_deparse)
+    text = re.sub(r"(?<![\w.])(?:as\.)?factor\(", "C(", text)
     return re.sub(
         r"\bC\(\s*([^,()]+?)\s*,\s*(sum|helmert|poly|treatment)\s*\)",
         lambda m: f"C({m.group(1)}, {_R_CONTRASTS[m.group(2)]})",
@@ -267,6 +269,8 @@ def _deparse(node, parent: int = 0) -> str:
     if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _R_COMPARE:
         text = _deparse(node.left, 3) + _R_COMPARE[type(node.ops[0])] + _deparse(node.comparators[0], 3)
         return f"({text})" if parent > 2 else text
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "C" and len(node.args) == 1 and not node.keywords:
+        return f"factor({_deparse(node.args[0])})"  # R's factor(x), which to_formulaic made C(x)
     if isinstance(node, ast.Call):
         args = [_deparse(a) for a in node.args] + [f"{k.arg} = {_deparse(k.value)}" for k in node.keywords]
         return f"{_deparse(node.func, 9)}({', '.join(args)})"
@@ -619,7 +623,7 @@ def _variable_order(source: str, spec) -> dict[str, int]:
             for match in re.finditer(re.escape(target), squeezed):
                 before = squeezed[match.start() - 1] if match.start() else ""
                 after = squeezed[match.end()] if match.end() < len(squeezed) else ""
-                if not (before.isalnum() or before in "._") and not (after.isalnum() or after in "._("):
+                if not (before and (before.isalnum() or before in "._")) and not (after and (after.isalnum() or after in "._(")):
                     position = match.start()
                     break
             order[expr] = position

@@ -122,7 +122,19 @@ def factor_codes(groups: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.nda
     levels : pandas.Index
     """
     if len(factors) == 1:
-        codes, uniques = pd.factorize(groups[factors[0]], sort=True)
+        column = groups[factors[0]]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            # the category codes are the level codes, in category order; only
+            # unused categories need dropping (a bincount, no hashing)
+            codes = np.asarray(column.cat.codes, dtype=np.intp)
+            categories = column.cat.categories
+            used = np.bincount(codes, minlength=len(categories)) > 0 if codes.min(initial=0) >= 0 else None
+            if used is not None and used.all():
+                return codes, pd.Index(np.asarray(categories), name=factors[0])
+            if used is not None:
+                remap = np.cumsum(used) - 1
+                return remap[codes].astype(np.intp), pd.Index(np.asarray(categories)[used], name=factors[0])
+        codes, uniques = pd.factorize(column, sort=True)
         if isinstance(uniques, pd.CategoricalIndex | pd.Categorical):
             uniques = pd.Index(np.asarray(uniques))
         return codes.astype(np.intp, copy=False), pd.Index(uniques, name=factors[0])
@@ -197,6 +209,11 @@ def build_terms(
                 raise ValueError(
                     f"random_effects names the grouping factor {name!r}, which is not a "
                     f"column of groups (columns: {list(map(str, groups.columns))})"
+                    + (
+                        f"; an unnamed Series or array is called {groups.columns[0]!r}: name it "
+                        f"(groups.rename({name!r}), or a DataFrame with a column {name!r})"
+                        if list(groups.columns) in (["group"], ["group0"]) else ""
+                    )
                 )
         slope_index = []
         source = X

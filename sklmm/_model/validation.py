@@ -187,6 +187,11 @@ def as_sample_weight(sample_weight, n_samples: int) -> np.ndarray | None:
     """
     if sample_weight is None:
         return None
+    if isinstance(sample_weight, str):
+        raise TypeError(
+            f"sample_weight={sample_weight!r} is a name; pass the weights themselves, one per row "
+            f"(e.g. X[{sample_weight!r}] or data[{sample_weight!r}]; sklmm.lmer takes weights={sample_weight!r})"
+        )
     if isinstance(sample_weight, numbers.Number):
         sample_weight = np.full(n_samples, float(sample_weight))
     weights = np.asarray(sample_weight)

@@ -81,7 +81,13 @@ class ModelSummary:
     n_groups : Series
         Levels per grouping factor, in the model's term order.
     fixed_effects : DataFrame
-        ``Estimate``, ``Std. Error``, ``t value``.
+        ``Estimate``, ``Std. Error``, ``t value`` (``ddf=None``: lme4's
+        table); with ``ddf``, lmerTest's ``Estimate``, ``Std. Error``,
+        ``df``, ``t value``, ``Pr(>|t|)`` (Kenward-Roger: adjusted standard
+        errors).
+    ddf : str or None
+        The degrees-of-freedom method of the t tests (``"satterthwaite"``,
+        ``"kenward-roger"``) or None.
     fixed_effects_correlation : DataFrame
         Correlation of the fixed-effect estimates.
     messages : list of str
@@ -114,6 +120,7 @@ class ModelSummary:
     fixed_effects_correlation: pd.DataFrame
     weighted: bool = False
     messages: list = field(default_factory=list)
+    ddf: str | None = None
     class_name: str = "MixedLinearRegressor"
 
     # -- text, as lme4 prints it -------------------------------------------------
@@ -209,9 +216,16 @@ class ModelSummary:
         return head + " " + tail
 
     def _fixed_effects_lines(self) -> list[str]:
-        """lme4's ``printCoefmat(coefs, digits = 4)`` with no p values."""
+        """R's ``printCoefmat(coefs, digits = 4)``: lme4's table, or lmerTest's with df, p values and stars.
+
+        With five columns R formats Estimate, Std. Error and df together
+        (``cs.ind = 1:3``), the t value to 3 decimals, and the p values by
+        ``format.pval(digits = 3)``.
+        """
         table = self.fixed_effects
-        coef_se = table[["Estimate", "Std. Error"]].to_numpy()
+        with_p = "Pr(>|t|)" in table.columns
+        cs_columns = ["Estimate", "Std. Error", "df"] if with_p else ["Estimate", "Std. Error"]
+        coef_se = table[cs_columns].to_numpy(dtype=float)
         acs = np.abs(coef_se)
         nonzero = acs[np.isfinite(acs) & (acs != 0)]
         if len(nonzero):
@@ -227,8 +241,25 @@ class ModelSummary:
                 formatted[i] = format_real([value], DIGITS - 1)[0]
         cs = np.array(formatted, dtype=object).reshape(coef_se.shape, order="F")
         t_text = format_real(r_round(table["t value"].to_numpy(), 3), DIGITS)
-        cells = [[cs[i, 0], cs[i, 1], t_text[i]] for i in range(len(table))]
-        return print_matrix(cells, list(table.index), ["Estimate", "Std. Error", "t value"], right=True)
+        if not with_p:
+            cells = [[cs[i, 0], cs[i, 1], t_text[i]] for i in range(len(table))]
+            return print_matrix(cells, list(table.index), ["Estimate", "Std. Error", "t value"], right=True)
+        p = table["Pr(>|t|)"].to_numpy(dtype=float)
+        p_text = format_pval(p, 3)
+        cells = [[*cs[i], t_text[i], p_text[i]] for i in range(len(table))]
+        header = [*cs_columns, "t value", "Pr(>|t|)"]
+        finite = p[np.isfinite(p)]
+        stars = bool(len(finite)) and bool(np.any(finite < 0.1))
+        if stars:
+            symbols = [_signif_symbol(v) for v in p]
+            width = max(len(s) for s in symbols)
+            for row, symbol in zip(cells, symbols):
+                row.append(symbol.ljust(width))
+            header.append("")
+        lines = print_matrix(cells, list(table.index), header, right=True)
+        if stars:
+            lines += ["---", "Signif. codes:  0 ‘***’ 0.001 ‘**’ 0.01 ‘*’ 0.05 ‘.’ 0.1 ‘ ’ 1"]
+        return lines
 
     def _correlation_lines(self) -> list[str]:
         corr = self.fixed_effects_correlation
@@ -270,6 +301,49 @@ class ModelSummary:
             parts += ["<p>Correlation of fixed effects:</p>", table(self.fixed_effects_correlation)]
         parts += [f"<p>{html.escape(m)}</p>" for m in self.messages]
         return "<div>" + "".join(parts) + "</div>"
+
+
+def format_pval(pv, digits: int) -> list[str]:
+    """R's ``format.pval(pv, digits, eps = .Machine$double.eps)``."""
+    eps = np.finfo(float).eps
+    pv = np.asarray(pv, dtype=float)
+    out = ["NA"] * len(pv)
+    ok = np.flatnonzero(np.isfinite(pv))
+    small = [i for i in ok if pv[i] < eps]
+    rest = [i for i in ok if pv[i] >= eps]
+    if rest:
+        values = pv[rest]
+        with np.errstate(divide="ignore"):
+            expo = np.floor(np.log10(np.where(values > 0, values, 1e-50)))
+        fixp = (expo >= -3) | ((expo == -4) & (digits > 1))  # R 4's rule
+        for group in (fixp, ~fixp):
+            idx = [rest[k] for k in np.flatnonzero(group)]
+            if idx:
+                for i, text in zip(idx, format_real(pv[idx], digits)):
+                    out[i] = text
+    if small:
+        d = max(1, digits - 2)
+        if rest:
+            nc = max(len(out[i]) for i in rest)
+            if d > 1 and d + 6 > nc:
+                d = max(1, nc - 7)
+            sep = "" if d == 1 and nc <= 6 else " "
+        else:
+            sep = "" if d == 1 else " "
+        text = "<" + sep + format_real([eps], d)[0]
+        for i in small:
+            out[i] = text
+    return out
+
+
+def _signif_symbol(p: float) -> str:
+    """R's ``symnum`` of a p value with cutpoints 0, 0.001, 0.01, 0.05, 0.1, 1."""
+    if not np.isfinite(p):
+        return ""
+    for cut, symbol in ((0.001, "***"), (0.01, "**"), (0.05, "*"), (0.1, ".")):
+        if p <= cut:
+            return symbol
+    return " "
 
 
 def fitted_and_residuals(est, data) -> tuple[np.ndarray, np.ndarray]:
@@ -338,8 +412,35 @@ def _messages(est) -> list[str]:
     return messages
 
 
-def summarize(est) -> ModelSummary:
+def _tested_fixed_effects(est, ddf: str) -> pd.DataFrame:
+    """lmerTest's coefficient table: Estimate, Std. Error, df, t value, Pr(>|t|).
+
+    A model without random effects (weighted least squares) gets the exact
+    t tests, on n - p degrees of freedom, for either method.
+    """
+    from scipy import stats
+
+    names = list(est.fixed_effects_.index)
+    if est._fitted_terms:
+        from .._inference.ddf import lmm_tests
+
+        res = lmm_tests(est).t_test(np.eye(len(names)), ddf)
+        estimate, se, df, t, p = res["estimate"], res["se"], res["df"], res["t"], res["p"]
+    else:
+        estimate = est.fixed_effects_["estimate"].to_numpy()
+        se = est.fixed_effects_["std_error"].to_numpy()
+        t = est.fixed_effects_["t_value"].to_numpy()
+        df = np.full(len(names), float(est.n_obs_ - len(names)))
+        p = 2.0 * stats.t.sf(np.abs(t), df)
+    return pd.DataFrame({"Estimate": estimate, "Std. Error": se, "df": df, "t value": t, "Pr(>|t|)": p}, index=est.fixed_effects_.index)
+
+
+def summarize(est, ddf="satterthwaite") -> ModelSummary:
     """Collect the summary of a fitted :class:`~sklmm.MixedLinearRegressor`.
+
+    ``ddf=None`` gives lme4's summary (the doctest below); ``"satterthwaite"``
+    or ``"kenward-roger"`` lmerTest's, whose fixed-effects table adds df and
+    p values.
 
     Examples
     --------
@@ -347,7 +448,7 @@ def summarize(est) -> ModelSummary:
     >>> from sklmm.datasets import load_sleepstudy
     >>> X, y, groups = load_sleepstudy(return_X_y_groups=True)
     >>> model = MixedLinearRegressor(random_effects="(1 + Days | Subject)").fit(X, y, groups=groups)
-    >>> print(model.summary())  # doctest: +NORMALIZE_WHITESPACE +ELLIPSIS
+    >>> print(model.summary(ddf=None))  # doctest: +NORMALIZE_WHITESPACE +ELLIPSIS
     Linear mixed model fit by REML ['MixedLinearRegressor']
     Formula: y ~ 1 + Days + (1 + Days | Subject)
     <BLANKLINE>
@@ -374,8 +475,28 @@ def summarize(est) -> ModelSummary:
     Days -0.138
     <BLANKLINE>
     """
+    from .._inference.ddf import check_ddf
+
+    ddf = check_ddf(ddf, allow_none=True)
+    if ddf is not None and est._fitted_terms and getattr(est, "_training_data", None) is None:
+        cached = est.__dict__.get("_ddf_cache")
+        key = "satterthwaite" if ddf == "satterthwaite" else "kenward-roger"
+        if cached is None or cached[0] is not est.theta_ or key not in cached[1]:
+            import warnings
+
+            warnings.warn(
+                f"the {ddf} degrees of freedom need the data the model was fitted to, which is not saved "
+                "when a model is pickled (unless the summary was computed before): showing lme4's table "
+                "without df and p values. Fit the model again on its data for them, or pass ddf=None.",
+                UserWarning,
+                stacklevel=3,
+            )
+            ddf = None
     reml = bool(est.reml)
-    fixed = est.fixed_effects_.rename(columns={"estimate": "Estimate", "std_error": "Std. Error", "t_value": "t value"})
+    if ddf is None:
+        fixed = est.fixed_effects_.rename(columns={"estimate": "Estimate", "std_error": "Std. Error", "t_value": "t value"})
+    else:
+        fixed = _tested_fixed_effects(est, ddf)
     cov = est.fixed_effects_cov_.to_numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
         sd = np.sqrt(np.diag(cov))
@@ -390,6 +511,8 @@ def summarize(est) -> ModelSummary:
             {"AIC": est.aic_, "BIC": est.bic_, "logLik": est.log_likelihood_, "deviance": est.objective_, "df.resid": float(est.n_obs_ - n_params)}
         )
         title = "Linear mixed model fit by maximum likelihood "
+    if ddf is not None:
+        title += f". t-tests use {'Satterthwaite' if ddf == 'satterthwaite' else 'Kenward-Roger'}'s method"
     n_groups = {}
     for term in est._fitted_terms:
         n_groups.setdefault(term.factor_name, len(term.levels))
@@ -406,5 +529,6 @@ def summarize(est) -> ModelSummary:
         fixed_effects_correlation=correlation,
         weighted=data is not None and data.weights is not None,
         messages=_messages(est),
+        ddf=ddf,
     )
 

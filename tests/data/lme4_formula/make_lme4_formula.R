@@ -34,7 +34,8 @@ cases <- list(
   sleep_offset        = L(sleep, "Reaction ~ Days + offset(2 * Days) + (1 | Subject)", "Subject"),
   sleep_weights_logical = L(sleepw, "Reaction ~ Days + late + (1 | Subject)", "Subject", list(weights = "w")),
   ergo_sum            = L(transform(ergo, Type = factor(Type)), "effort ~ C(Type, contr.sum) + (1 | Subject)", "Subject"),
-  orthodont_nointercept = L(orth, "distance ~ 0 + Sex + age:Sex + (1 | Subject)", "Subject")
+  orthodont_nointercept = L(orth, "distance ~ 0 + Sex + age:Sex + (1 | Subject)", "Subject"),
+  sleep_factor_poly   = L(transform(sleep, grp = Days %% 3), "log(Reaction) ~ factor(grp) + poly(Days, 2) + (1 | Subject)", "Subject")
 )
 if (length(wanted)) cases <- cases[wanted]
 
