@@ -31,6 +31,8 @@ peak memories are that measurement's alone:
     |objective(Dask) - objective(in memory)| / |objective(in memory)|.
 
 Writes ``benchmarks/results/dask_scaling-<time>.csv`` and ``dask_scaling_latest.csv``
+(``dask_scaling_persist_latest.csv`` holds a ``--persist`` run: the fit alone, on rows already
+in the workers' memory)
 (and ``.txt``).  Machine, load and what was run belong in the report that
 quotes these numbers.
 """
