@@ -40,7 +40,7 @@ DOCS = ROOT / "docs"
 RUN_ELSEWHERE = {"workflows.md"}  # tests/test_examples.py
 PAGES = sorted(p for p in DOCS.glob("*.md") if p.name not in RUN_ELSEWHERE)
 FENCE = re.compile(r"^```(?P<info>[^\n`]*)\n(?P<body>.*?)^```[ \t]*$", re.S | re.M)
-OPTIONAL_PACKAGES = ("matplotlib", "statsmodels")
+OPTIONAL_PACKAGES = ("matplotlib", "statsmodels", "dask", "distributed")  # dask: the test extra
 STRICT = os.environ.get("SKLMM_DOCS_CI") == "1"
 
 

@@ -75,10 +75,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
-import scipy.sparse as sp
 from scipy.linalg import lapack
 
 from . import smallblocks
+from .blocks import CrossProducts, form_blocks, nested_parent
 from .rest import _cholesky, make_rest
 from .._model.terms import ReTerm, lower_triangle_colmajor
 
@@ -86,21 +86,6 @@ _LOG_2PI = np.log(2.0 * np.pi)
 #: Below this, a diagonal element of lambda makes the analytic gradient
 #: ill-conditioned; the term's derivatives are then taken numerically.
 _SINGULAR_LAMBDA = 1e-5
-
-
-def _term_transpose_matrix(term: ReTerm) -> sp.csc_matrix:
-    """Z_t' as a sparse (q_t x n) matrix, one column per observation.
-
-    Row ``l * p + c`` of Z_t' holds column c of the term for level l.  It is
-    built directly in CSC form (each observation has exactly p entries), so no
-    sort is needed; it holds as many numbers as the term's data.
-    """
-    n = len(term.refs)
-    p = term.n_columns
-    z = term.z_values()
-    indices = (term.refs[:, None] * p + np.arange(p)).ravel()
-    indptr = np.arange(0, n * p + 1, p)
-    return sp.csc_matrix((z.ravel(), indices, indptr), shape=(term.q, n))
 
 
 @dataclass
@@ -177,7 +162,10 @@ class ProfiledDeviance:
 
     Notes
     -----
-    The constructor is the only pass over the n rows.  ``factorize(theta)``
+    The constructor is the only pass over the n rows: it forms the blocks
+    (:func:`sklmm._engine.blocks.form_blocks`) and builds the criterion from
+    them, as :meth:`from_blocks` does for blocks summed over the partitions
+    of a distributed collection (:mod:`sklmm._dask`).  ``factorize(theta)``
     costs O(size of L), ``objective(theta)`` reads the criterion off the
     factor and ``gradient(theta)`` adds about one more factorisation's work.
     Nothing keeps a reference to XY or the term's per-row arrays.
@@ -185,50 +173,55 @@ class ProfiledDeviance:
 
     def __init__(self, terms: list[ReTerm], XY: np.ndarray, weights: np.ndarray | None, reml: bool, y_offset: float = 0.0):
         # The one pass over the n rows: every cross product the objective needs.
-        n, p = XY.shape[0], XY.shape[1] - 1
-        self.n, self.p, self.reml = n, p, bool(reml)
+        self._set_blocks(terms, form_blocks(terms, XY, weights), reml, y_offset)
+
+    @classmethod
+    def from_blocks(cls, terms: list[ReTerm], blocks: CrossProducts, reml: bool, y_offset: float = 0.0) -> ProfiledDeviance:
+        """The criterion from cross products already formed (and summed over partitions).
+
+        Parameters
+        ----------
+        terms : list of ReTerm
+            The terms the blocks were formed with; only their levels, columns
+            and names are read (``refs`` may be empty).
+        blocks : CrossProducts
+            :func:`sklmm._engine.blocks.form_blocks` of all rows, or the sum
+            of its results over disjoint subsets of them.
+        reml, y_offset
+            As in the constructor.
+        """
+        problem = cls.__new__(cls)
+        problem._set_blocks(terms, blocks, reml, y_offset)
+        return problem
+
+    def _set_blocks(self, terms: list[ReTerm], blocks: CrossProducts, reml: bool, y_offset: float) -> None:
+        """Sets: every attribute; the rest terms' structure is chosen here, from the global pattern."""
+        self.n, self.p, self.reml = blocks.n, blocks.AXX.shape[0] - 1, bool(reml)
         self.y_offset = float(y_offset)
         self.terms = terms
-        self.ldW = 0.0 if weights is None else float(np.sum(np.log(weights)))
+        self.ldW = blocks.sum_log_weights
         self.theta_slices = []
         start = 0
         for term in terms:
             self.theta_slices.append(slice(start, start + term.n_theta))
             start += term.n_theta
         self.n_theta = start
-
-        WXY = XY if weights is None else XY * weights[:, None]
         # A_XX = [X y]' W [X y]: depends on the data only.
-        self.AXX = XY.T @ WXY
-        self.AXX = (self.AXX + self.AXX.T) / 2.0
+        self.AXX = blocks.AXX
 
         self.m0 = self.p0 = 0
         self.q_rest = 0
         self.rest_layout: list[tuple[int, int, int]] = []  # (offset, m_t, p_t) per rest term
         if not terms:
             return
-
-        first, rest = terms[0], terms[1:]
-        self.m0, self.p0 = first.n_levels, first.n_columns
-        Zt0 = _term_transpose_matrix(first)
-        # A_00 = Z_0' W Z_0, block diagonal: (m0, p0, p0).
-        z0 = first.z_values()
-        wz0 = z0 if weights is None else z0 * weights[:, None]
-        A00 = np.empty((self.m0, self.p0, self.p0))
-        for c in range(self.p0):
-            for d in range(c + 1):
-                A00[:, c, d] = A00[:, d, c] = np.bincount(first.refs, weights=wz0[:, c] * z0[:, d], minlength=self.m0)
-        self.A00 = A00
-        # A_X0 = [X y]' W Z_0, held as (p+1, m0, p0).
-        self.AX0 = np.asarray((Zt0 @ WXY).T).reshape(p + 1, self.m0, self.p0)
-        if not rest:
+        self.m0, self.p0 = terms[0].n_levels, terms[0].n_columns
+        # A_00 = Z_0' W Z_0, block diagonal (m0, p0, p0); A_X0 = [X y]' W Z_0 as (p+1, m0, p0).
+        self.A00 = blocks.A00
+        self.AX0 = blocks.AX0
+        if len(terms) == 1:
             return
-
         # The rest: every other term, stacked; dense or block-diagonal (_rest).
-        Zt_rest = sp.vstack([_term_transpose_matrix(t) for t in rest], format="csr")
-        Zt0W = Zt0 if weights is None else Zt0 @ sp.diags(weights)
-        Zt_rest_w = Zt_rest if weights is None else Zt_rest @ sp.diags(weights)
-        self.rest = make_rest(rest, Zt_rest, Zt0W, Zt_rest_w, WXY, first.refs, self.m0, self.p0)
+        self.rest = make_rest(terms[1:], blocks.Ar0, blocks.Arr, blocks.AXr, nested_parent(blocks.parent_range), self.m0, self.p0)
         self.q_rest = self.rest.q
         self.rest_layout = self.rest.layout
 

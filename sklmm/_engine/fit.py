@@ -123,6 +123,26 @@ def independent_columns(design: np.ndarray, weights: np.ndarray | None, tol: flo
     return _independent_from_triangular(R, tol)
 
 
+def independent_columns_from_gram(gram: np.ndarray, tol: float = RANK_TOLERANCE) -> np.ndarray:
+    """:func:`independent_columns` from the weighted Gram matrix X'WX alone (no rows).
+
+    The clearly full-rank case is settled as there.  Otherwise the scan runs
+    on R = D^1/2 V' from the eigendecomposition X'WX = V D V' (R'R = X'WX,
+    which is all the scan reads); its residuals are resolved down to about
+    sqrt(machine epsilon) ~ 1.5e-8 relative, below ``tol``, so an exactly
+    aliased column is found, but a column within a few times ``tol`` of
+    aliasing may be decided differently than from the rows.
+    """
+    p = gram.shape[0]
+    if p == 0:
+        return np.arange(0)
+    if _sequential_residuals(gram).min(initial=np.inf) > 1e-5**2:
+        return np.arange(p)
+    values, vectors = np.linalg.eigh(gram)
+    R = np.sqrt(np.clip(values, 0.0, None))[:, None] * vectors.T
+    return _independent_from_triangular(R, tol)
+
+
 def _sequential_residuals(gram: np.ndarray) -> np.ndarray:
     """Squared relative residual of each column given all earlier ones (Cholesky pivots / diagonal)."""
     p = gram.shape[0]
@@ -218,6 +238,14 @@ class Prepared:
     weights: np.ndarray | None
     n: int
 
+    def response_spread(self) -> float:
+        """Weighted standard deviation of y (the scale of an exact fit)."""
+        return _weighted_sd(self.y, self.weights)
+
+    def scale_summary(self) -> str:
+        """The magnitudes that decide whether cross products are computable."""
+        return _scale_summary(self)
+
 
 def prepare(data: TrainingData, reml: bool, *, warn: bool = True) -> Prepared:
     """Fixed-effects design, random-effects terms and cross products: everything before the optimiser.
@@ -282,7 +310,17 @@ def fit_lmm(data: TrainingData, *, reml: bool = True, max_evaluations: int = 10_
     -------
     LmmFit
     """
-    prepared = prepare(data, reml)
+    return fit_prepared(prepare(data, reml), reml=reml, max_evaluations=max_evaluations)
+
+
+def fit_prepared(prepared, *, reml: bool, max_evaluations: int) -> LmmFit:
+    """Optimise and package a prepared model (:func:`fit_lmm` after :func:`prepare`).
+
+    ``prepared`` is a :class:`Prepared`, or any object with its attributes
+    ``problem, terms, fixed_names, kept, dropped, n`` and methods
+    ``response_spread()`` and ``scale_summary()`` (the distributed fit's,
+    which holds no rows).
+    """
     problem, terms, fixed_names, kept, dropped, n = (
         prepared.problem, prepared.terms, prepared.fixed_names, prepared.kept, prepared.dropped, prepared.n,
     )
@@ -295,7 +333,7 @@ def fit_lmm(data: TrainingData, *, reml: bool = True, max_evaluations: int = 10_
     except NoFiniteObjective as error:
         raise ValueError(
             f"the criterion could not be computed in double precision at any theta ({error}); "
-            f"{_scale_summary(prepared)}. Centre and rescale y and the columns of X (e.g. to "
+            f"{prepared.scale_summary()}. Centre and rescale y and the columns of X (e.g. to "
             "mean 0 and standard deviation 1) and fit again."
         ) from None
     factor = problem.factorize(result.theta)
@@ -332,7 +370,7 @@ def fit_lmm(data: TrainingData, *, reml: bool = True, max_evaluations: int = 10_
     )
     if not result.converged:
         _warnings.warn_not_converged(result.message, result.n_evaluations, max_evaluations)
-    spread = _weighted_sd(prepared.y, prepared.weights)
+    spread = prepared.response_spread()
     if spread > 0 and sigma < EXACT_FIT_TOLERANCE * spread:
         _warnings.warn_exact_fit_by_random_effects(sigma, spread)
     if singular:
@@ -385,7 +423,7 @@ def check_computable(problem: ProfiledDeviance, prepared: Prepared) -> None:
     if not all(np.all(np.isfinite(block)) for block in blocks):
         raise ValueError(
             "the cross products of X, y and sample_weight overflow double precision "
-            f"({_scale_summary(prepared)}); rescale them (e.g. to standard deviation 1) and fit again."
+            f"({prepared.scale_summary()}); rescale them (e.g. to standard deviation 1) and fit again."
         )
     p = problem.p
     try:

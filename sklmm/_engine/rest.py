@@ -58,31 +58,28 @@ def _trsm(L: np.ndarray, rhs: np.ndarray, trans: int) -> np.ndarray:
     return x
 
 
-def make_rest(rest_terms, Zt_rest: sp.csr_matrix, Zt0W: sp.spmatrix, Zt_rest_w: sp.spmatrix, WXY: np.ndarray, first_refs: np.ndarray, m0: int, p0: int):
+def make_rest(rest_terms, Ar0: sp.csr_matrix, Arr: sp.spmatrix, AXr: np.ndarray, parent: np.ndarray | None, m0: int, p0: int):
     """The cheaper structure for the rest terms (see the module docstring).
 
     Parameters
     ----------
     rest_terms : list of ReTerm
-    Zt_rest : sparse (q_r, n)
-        Z_r' of the stacked rest terms.
-    Zt0W : sparse (q0, n)
-        Z_0' W.
-    Zt_rest_w : sparse (q_r, n)
-        Z_r' W.
-    WXY : ndarray (n, p + 1)
-        W [X y].
-    first_refs : ndarray (n,)
-        Level codes of the first term.
+        Only their levels, columns and names are read.
+    Ar0 : sparse (q_r, q0)
+        Z_r' W Z_0.
+    Arr : sparse (q_r, q_r)
+        Z_r' W Z_r.
+    AXr : ndarray (p + 1, q_r)
+        [X y]' W Z_r.
+    parent : ndarray (m0,) or None
+        With one rest term in which the first term is nested: each
+        first-term level's rest level (:func:`sklmm._engine.blocks.nested_parent`).
     m0, p0 : int
         Levels and columns of the first term.
     """
-    Ar0 = (Zt_rest @ Zt0W.T).tocsr()
-    AXr = np.asarray((Zt_rest @ WXY).T)
-    if len(rest_terms) == 1 and _is_nested(first_refs, rest_terms[0].refs, m0):
-        term = rest_terms[0]
-        return NestedRest(term, Ar0, Zt_rest_w @ Zt_rest.T, AXr, first_refs, m0, p0)
-    q_rest = Zt_rest.shape[0]
+    if len(rest_terms) == 1 and parent is not None:
+        return NestedRest(rest_terms[0], Ar0, Arr, AXr, parent, m0, p0)
+    q_rest = Ar0.shape[0]
     if q_rest > DENSE_REST_MAX:
         names = ", ".join(t.factor_name for t in rest_terms)
         raise ValueError(
@@ -98,15 +95,7 @@ def make_rest(rest_terms, Zt_rest: sp.csr_matrix, Zt0W: sp.spmatrix, Zt_rest_w: 
     for term in rest_terms:
         layout.append((offset, term.n_levels, term.n_columns))
         offset += term.q
-    Arr = np.asarray((Zt_rest_w @ Zt_rest.T).toarray())
-    return DenseRest(layout, Arr, AXr, make_cross(Ar0, m0, p0))
-
-
-def _is_nested(first_refs: np.ndarray, rest_refs: np.ndarray, m0: int) -> bool:
-    """Whether every level of the first term lies within a single rest level."""
-    parent = np.full(m0, -1, dtype=np.int64)
-    parent[first_refs] = rest_refs
-    return bool(np.all(parent[first_refs] == rest_refs))
+    return DenseRest(layout, np.asarray(Arr.toarray()), AXr, make_cross(Ar0, m0, p0))
 
 
 def _apply_lambda(lam: np.ndarray, V: np.ndarray, m: int, p: int, transpose: bool) -> np.ndarray:
@@ -208,7 +197,7 @@ class DenseRest:
 class NestedRest:
     """One rest term in which the first term is nested: everything block diagonal per rest level."""
 
-    def __init__(self, term, Ar0: sp.csr_matrix, Arr: sp.spmatrix, AXr: np.ndarray, first_refs: np.ndarray, m0: int, p0: int):
+    def __init__(self, term, Ar0: sp.csr_matrix, Arr: sp.spmatrix, AXr: np.ndarray, parent: np.ndarray, m0: int, p0: int):
         m, p = term.n_levels, term.n_columns
         self.layout = [(0, m, p)]
         self.q = m * p
@@ -220,8 +209,7 @@ class NestedRest:
         self.A = np.asarray(dense_diag[rows.ravel(), cols.ravel()]).reshape(m, p, p)
         self.AXr = AXr
         # parent rest level of each first-term level, and the p x p0 blocks of A_r0
-        self.parent = np.zeros(m0, dtype=np.intp)
-        self.parent[first_refs] = term.refs
+        self.parent = np.asarray(parent, dtype=np.intp)
         rows = (self.parent[:, None, None] * p + np.arange(p)[None, :, None]) + np.zeros((1, 1, p0), dtype=int)
         cols = (np.arange(m0)[:, None, None] * p0 + np.arange(p0)[None, None, :]) + np.zeros((1, p, 1), dtype=int)
         self.Ab = np.asarray(Ar0[rows.ravel(), cols.ravel()]).reshape(m0, p, p0)

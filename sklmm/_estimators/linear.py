@@ -15,6 +15,7 @@ from . import results as _results
 from .._model.terms import lookup_levels
 from .._engine.fit import TrainingData, fit_lmm
 from .._model.bars import TermSpec, parse_random_effects
+from .._dask import is_dask_input
 from .._model.bars import FormulaError
 from .._model.formula import FormulaDesign
 from .._warnings import _external_stacklevel
@@ -210,6 +211,11 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         -------
         self : MixedLinearRegressor
         """
+        if is_dask_input(X, y, groups, sample_weight):  # the distributed pass: sklmm._dask
+            from .._dask.fit import fit_estimator
+
+            return fit_estimator(self, X, y, groups, sample_weight)
+        self.__dict__.pop("_fitted_on_dask", None)
         self._validate_params()
         if self.formula is not None:
             return self._fit_formula(X, y, groups, sample_weight)
@@ -333,6 +339,10 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         ndarray of shape (n_samples,)
         """
         check_is_fitted(self)
+        if is_dask_input(X, groups):  # lazy, per partition: sklmm._dask
+            from .._dask.predict import predict
+
+            return predict(self, X, groups)
         X, source, frame, offset = self._prediction_inputs(X, groups)
         return self._predict_arrays(X, source, frame, offset)
 
@@ -401,6 +411,10 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         """
         from sklearn.metrics import r2_score
 
+        if is_dask_input(X, y, groups, sample_weight):  # a lazy Dask value: sklmm._dask
+            from .._dask.predict import score
+
+            return score(self, X, y, sample_weight=sample_weight, groups=groups)
         check_row_alignment(X, y=y, sample_weight=sample_weight)
         return r2_score(y, self.predict(X, groups=groups), sample_weight=sample_weight)
 
@@ -609,6 +623,11 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
     def _require_training_data(self, what: str) -> TrainingData:
         check_is_fitted(self)
         data = getattr(self, "_training_data", None)
+        if data is None and getattr(self, "_fitted_on_dask", False):
+            raise RuntimeError(
+                f"{what} needs the rows the model was fitted to, and a fit on Dask collections keeps "
+                "none of them on the client; fit the model in memory (on a sample that fits) to use it."
+            )
         if data is None:
             raise RuntimeError(
                 f"{what} needs the data the model was fitted to, which is not saved when a "

@@ -33,7 +33,7 @@ from joblib import Parallel, delayed
 from scipy.stats import norm
 
 from .._model import parameters as _parameters
-from .._engine.deviance import _term_transpose_matrix
+from .._engine.blocks import term_transpose_matrix as _term_transpose_matrix
 from .._engine.fit import SINGULAR_TOLERANCE, optimize, prepare
 from .simulate import as_seed_sequence, simulation_model
 

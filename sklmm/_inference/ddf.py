@@ -58,7 +58,7 @@ import scipy.linalg
 import scipy.sparse as sp
 from scipy import stats
 
-from .._engine.deviance import _term_transpose_matrix
+from .._engine.blocks import term_transpose_matrix as _term_transpose_matrix
 from .._engine.fit import prepare
 from .._model.terms import lower_triangle_colmajor
 

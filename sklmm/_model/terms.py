@@ -171,6 +171,7 @@ def build_terms(
     feature_names: list[str],
     groups: pd.DataFrame,
     slopes: np.ndarray | None = None,
+    codes: dict[tuple[str, ...], tuple[np.ndarray, pd.Index]] | None = None,
 ) -> list[ReTerm]:
     """Resolve parsed terms against the data and order them as lme4 does.
 
@@ -187,6 +188,11 @@ def build_terms(
     slopes : ndarray of shape (n, k), optional
         A formula model's random-effects columns: terms with ``positions``
         take their columns from it (and ``slope_index`` then indexes it).
+    codes : dict, optional
+        Level codes and labels already known, per tuple of factor names
+        (``(refs, levels)`` as :func:`factor_codes` returns them): used instead
+        of coding ``groups``.  A partition of a distributed collection passes
+        the codes of its rows among ALL levels (:mod:`sklmm._dask`).
 
     Returns
     -------
@@ -194,7 +200,7 @@ def build_terms(
         In lme4's order: by number of levels, largest first.
     """
     position = {name: i for i, name in enumerate(feature_names)}
-    codes_cache: dict[tuple[str, ...], tuple[np.ndarray, pd.Index]] = {}
+    codes_cache: dict[tuple[str, ...], tuple[np.ndarray, pd.Index]] = dict(codes or {})
     seen: set[tuple[str, str]] = set()
     terms = []
     for spec in specs:
