@@ -128,3 +128,14 @@ def warn_exact_fit_by_random_effects(sigma: float, spread: float) -> None:
         ExactFitWarning,
         stacklevel=4,
     )
+
+
+def warn_separation(n_extreme: int, n_obs: int) -> None:
+    warnings.warn(
+        f"fitted probabilities numerically 0 or 1 occurred for {n_extreme} of {n_obs} rows: "
+        "the classes are (quasi-)completely separated by the fixed effects, so some coefficients "
+        "diverge (their estimates and standard errors are meaningless, only their signs are). "
+        "Remove or merge the separating covariate or level, or use a penalised model.",
+        UserWarning,
+        stacklevel=4,
+    )
