@@ -3,21 +3,26 @@
 from ._inference.anova import AnovaTable, anova
 from ._inference.bootstrap import BootstrapResult
 from ._inference.bootstrap import parametric_bootstrap as bootstrap
+from ._estimators.glm import MixedGLMRegressor, MixedLogisticRegression, MixedPoissonRegressor
 from ._estimators.linear import MixedLinearRegressor
 from ._model.bars import FormulaError
 from ._report.plots import plot_caterpillar, plot_residuals
 from ._estimators.scoring import make_conditional_scorer
 from ._report.summary import ModelSummary
-from ._warnings import ExactFitWarning, RankDeficientWarning, SingularFitWarning
+from ._warnings import ExactFitWarning, RankDeficientWarning, SeparationWarning, SingularFitWarning
 
 __all__ = [
     "AnovaTable",
     "BootstrapResult",
     "ExactFitWarning",
     "FormulaError",
+    "MixedGLMRegressor",
     "MixedLinearRegressor",
+    "MixedLogisticRegression",
+    "MixedPoissonRegressor",
     "ModelSummary",
     "RankDeficientWarning",
+    "SeparationWarning",
     "SingularFitWarning",
     "anova",
     "bootstrap",

@@ -61,6 +61,8 @@ PIRLS_TOLERANCE = 1e-12
 PIRLS_MAX_ITER = 50
 #: PIRLS steps moving eta by less than this are taken without step halving.
 SMALL_STEP = 1e-3
+#: R's glm.control(epsilon): IRLS convergence tolerance on the deviance.
+GLM_TOLERANCE = 1e-8
 #: Step halvings per PIRLS iteration.
 MAX_HALVINGS = 20
 #: Relative step of the finite differences of the objective (in the optimiser's units).
@@ -272,6 +274,66 @@ def gauss_hermite_normal(k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclass
+class GlmResult:
+    """The plain GLM (no random effects) by IRLS."""
+
+    beta: np.ndarray
+    eta: np.ndarray
+    mu: np.ndarray
+    deviance: float
+    vcov: np.ndarray
+    iterations: int
+    converged: bool
+
+
+def irls_glm(X: np.ndarray, y: np.ndarray, pw: np.ndarray, offset: np.ndarray, family: Family, *, max_iter: int = 50) -> GlmResult:
+    """R's ``glm.fit``: IRLS from ``mustart`` with step halving, each step a least-squares solve.
+
+    The weighted least-squares step is solved by ``lstsq`` (rank revealing),
+    so working weights that underflow (separated classes) do not break it.
+    Converged, as R's, when the deviance changes by less than
+    ``GLM_TOLERANCE * (|deviance| + 0.1)`` (IRLS converges quadratically, so
+    the estimates are then accurate to far more digits than that).  With
+    separated classes R's tolerance also stops the divergence before the
+    linear predictor reaches the link's clamps.
+    """
+    link = family.link
+    eta = link.linkfun(family.initial_mu(y, pw)) + 0.0
+    mu = link.linkinv(eta)
+    dev = np.inf
+    beta = np.zeros(X.shape[1])
+    converged = False
+    for iteration in range(1, max_iter + 1):
+        mu_eta = link.mu_eta(eta)
+        w = pw * mu_eta * mu_eta / family.variance(mu)
+        z = eta - offset + (y - mu) / mu_eta
+        sw = np.sqrt(w)
+        beta_new = np.linalg.lstsq(X * sw[:, None], z * sw, rcond=None)[0]
+        step = 1.0
+        for _ in range(MAX_HALVINGS):
+            beta_c = beta + step * (beta_new - beta) if np.isfinite(dev) else beta_new
+            eta_c = offset + X @ beta_c
+            mu_c = link.linkinv(eta_c)
+            dev_c = float(np.sum(family.dev_resid(y, mu_c, pw)))
+            if np.isfinite(dev_c) and (not np.isfinite(dev) or dev_c <= dev * (1 + 1e-14)):
+                break
+            step *= 0.5
+        if not np.isfinite(dev_c):
+            break
+        change = abs(dev - dev_c)
+        beta, eta, mu = beta_c, eta_c, mu_c
+        done = change <= GLM_TOLERANCE * (abs(dev_c) + 0.1)
+        dev = dev_c
+        if done:
+            converged = True
+            break
+    mu_eta = link.mu_eta(eta)
+    w = pw * mu_eta * mu_eta / family.variance(mu)
+    vcov = np.linalg.pinv((X * w[:, None]).T @ X, hermitian=True)
+    return GlmResult(beta, eta, mu, dev, vcov, iteration, converged)
+
+
+@dataclass
 class GlmmFit:
     """Everything a GLMM fit produces (see :func:`fit_glmm`)."""
 
@@ -415,18 +477,17 @@ def fit_glmm(data: GlmmData, family: Family, *, nagq: int = 1, max_evaluations: 
             "random-effects term, as lme4's nAGQ > 1; use nagq=1 (the Laplace approximation)"
         )
     p = problem.p
-    # GLM start: IRLS from R's mustart, no random effects (theta = 0 would give the same).
-    glm_problem = GlmmProblem([], problem.X, problem.y, problem.pw, problem.offset, family)
-    mustart = family.initial_mu(problem.y, problem.pw)
-    glm = glm_problem.pirls(np.empty(0), np.zeros(p), [], joint=True, eta=family.link.linkfun(mustart))
-    n_evaluations = 1
+    # GLM start: IRLS from R's mustart, no random effects.
+    glm = irls_glm(problem.X, problem.y, problem.pw, problem.offset, family)
+    n_evaluations = glm.iterations
     converged = glm.converged
     if not terms:
-        state, theta = glm, np.empty(0)
-        objective = glm_problem.laplace(glm)
-        vcov = _vcov_from_factor(glm.linear, glm.factor)
+        theta = np.empty(0)
+        beta_hat, mu_hat = glm.beta, glm.mu
+        objective = glm.deviance + problem.saturated
+        vcov = glm.vcov
         fitted_terms, condcov = [], []
-        _check_separation(family, problem.y, glm.mu, glm.converged)
+        _check_separation(family, problem.y, glm.mu)
         if not glm.converged:
             _warnings.warn_not_converged("IRLS did not converge", glm.iterations, 50)
     else:
@@ -434,6 +495,7 @@ def fit_glmm(data: GlmmData, family: Family, *, nagq: int = 1, max_evaluations: 
         lower_theta = template.lower_bounds()
         theta_scale = template.theta_scales()
         memo = {"beta": glm.beta, "u": problem.zero_u()}
+        n_evaluations = 0
 
         def stage1(theta):
             try:
@@ -457,7 +519,7 @@ def fit_glmm(data: GlmmData, family: Family, *, nagq: int = 1, max_evaluations: 
                 result1 = optimize_theta(stage1, stage1_grad, start, lower_theta, max_evaluations, scale=theta_scale, partners=template.column_partners())
             except NoFiniteObjective as error:
                 raise ValueError(f"the Laplace objective could not be computed at any theta ({error}); rescale the columns of X") from None
-        n_evaluations = result1.n_evaluations
+        n_evaluations += result1.n_evaluations
         theta = result1.theta
         st1 = problem.pirls(theta, memo["beta"], memo["u"], joint=True)
         converged = result1.converged
@@ -509,18 +571,19 @@ def fit_glmm(data: GlmmData, family: Family, *, nagq: int = 1, max_evaluations: 
         condcov = [lam @ blk @ lam.T for lam, blk in zip(lams, blocks)]
         if not converged:
             _warnings.warn_not_converged(result1.message if nagq == 0 else "the stage-2 optimiser stopped early", n_evaluations, max_evaluations)
-        _check_separation(family, problem.y, state.mu, True)
+        _check_separation(family, problem.y, state.mu)
+        beta_hat, mu_hat = state.beta, state.mu
 
     lower = problem.template.lower_bounds()
     singular = bool(np.any(theta[lower == 0.0] < SINGULAR_TOLERANCE)) if len(theta) else False
     beta_all = np.zeros(len(prepared.fixed_names))
-    beta_all[prepared.kept] = state.beta
+    beta_all[prepared.kept] = beta_hat
     fit = GlmmFit(
         fixed_names=prepared.fixed_names, beta=beta_all, kept=prepared.kept, dropped=prepared.dropped,
         vcov=vcov, theta=theta, objective=float(objective), n_evaluations=int(n_evaluations),
         converged=bool(converged), singular=singular, terms=fitted_terms, n_obs=problem.n,
         family=family, nagq=int(nagq), n_theta=problem.n_theta, conditional_covariances=condcov,
-        deviance=float(np.sum(family.dev_resid(problem.y, state.mu, problem.pw))),
+        deviance=float(np.sum(family.dev_resid(problem.y, mu_hat, problem.pw))),
     )
     if singular:
         _warnings.warn_singular(fit)
@@ -565,7 +628,7 @@ def _vcov_from_hessian(f, x: np.ndarray, lower: np.ndarray, scale: np.ndarray, k
     return (V + V.T) / 2.0
 
 
-def _check_separation(family: Family, y: np.ndarray, mu: np.ndarray, converged: bool) -> None:
+def _check_separation(family: Family, y: np.ndarray, mu: np.ndarray) -> None:
     """Warn, as R's glm.fit, when fitted probabilities are numerically 0 or 1."""
     if family.name != "binomial":
         return

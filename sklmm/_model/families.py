@@ -86,6 +86,10 @@ class Family:
     name: str
     link: Link
 
+    def __reduce__(self):
+        # Links hold functions (some lambdas): pickle by name.
+        return (make_family, (self.name, self.link.name))
+
     def variance(self, mu: np.ndarray) -> np.ndarray:
         """R's ``family$variance``."""
         if self.name == "binomial":
@@ -113,9 +117,15 @@ class Family:
         return float(-2.0 * np.sum(w * (xlogy(y, y) - y - gammaln(y + 1.0))))
 
     def initial_mu(self, y: np.ndarray, w: np.ndarray) -> np.ndarray:
-        """R's ``family$initialize`` start: ``mustart``."""
+        """The IRLS start, as R's ``mustart`` for one trial (``(y + 0.5) / 2``; Poisson ``y + 0.1``).
+
+        R's binomial start ``(w y + 0.5) / (w + 1)`` depends on the weights;
+        this one does not, so that a row of weight 2 and two copies of it
+        take the same path (which matters only where the path decides the
+        result: separated classes, whose estimates diverge).
+        """
         if self.name == "binomial":
-            return (w * y + 0.5) / (w + 1.0)
+            return (y + 0.5) / 2.0
         return y + 0.1
 
     def check_response(self, y: np.ndarray, w: np.ndarray, argument: str = "y") -> None:
