@@ -102,6 +102,21 @@ class Family:
             return 2.0 * w * (xlogy(y, y) - xlogy(y, mu) + xlogy(1.0 - y, 1.0 - y) - xlogy(1.0 - y, 1.0 - mu))
         return 2.0 * w * (xlogy(y, y) - xlogy(y, mu) - (y - mu))
 
+    def dev_resid_function(self, y: np.ndarray, w: np.ndarray):
+        """``mu -> dev_resid(y, mu, w)`` for a fixed response, its mu-free part computed once.
+
+        PIRLS evaluates the deviance at many mu for one y; this is the same
+        function, with the ``y log y`` terms hoisted out.
+        """
+        if self.name == "binomial":
+            const = xlogy(y, y) + xlogy(1.0 - y, 1.0 - y)
+            two_w = 2.0 * w
+            one_minus_y = 1.0 - y
+            return lambda mu: two_w * (const - xlogy(y, mu) - xlogy(one_minus_y, 1.0 - mu))
+        const = xlogy(y, y) - y
+        two_w = 2.0 * w
+        return lambda mu: two_w * (const - xlogy(y, mu) + mu)
+
     def saturated(self, y: np.ndarray, w: np.ndarray) -> float:
         """``-2 log p(y | mu = y)``, the constant between the deviance and -2 log-likelihood.
 
