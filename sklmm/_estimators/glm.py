@@ -79,6 +79,7 @@ class _MixedGLMBase(BaseEstimator):
         self.intercept_ = float(fit.beta[0]) if self.fit_intercept else 0.0
         self.coef_ = fit.beta[start:].copy()
         self.theta_ = fit.theta.copy()
+        self.sigma_ = 1.0  # no scale parameter for binomial and Poisson: lme4's sigma() is 1
         self.objective_ = float(fit.objective)
         self.log_likelihood_ = float(fit.log_likelihood)
         self.aic_ = float(fit.aic)
