@@ -191,9 +191,16 @@ class GlmmProblem:
             b = ut @ lam.T  # (m_t, p_t)
             if term.z is None:
                 out += b[term.refs, 0]
-            else:
-                out += np.einsum("ij,ij->i", term.z, b[term.refs])
+                continue
+            for c, j in enumerate(term.slope_index):  # a column at a time: no (n, p) temporaries
+                values = b[:, c][term.refs]
+                out += values if j is None else values * term.z[:, c]
         return out
+
+    def _eta(self, lams, beta, u, joint: bool, fixed_eta):
+        """The linear predictor; ``fixed_eta`` (offset + X beta) is reused when beta is held."""
+        base = self.offset + self.X @ beta if joint else fixed_eta
+        return base + self.random_part(lams, u)
 
     def zero_u(self) -> list[np.ndarray]:
         return [np.zeros((t.n_levels, t.n_columns)) for t in self.terms]
@@ -228,6 +235,7 @@ class GlmmProblem:
         mu = link.linkinv(eta)
         pdev = np.inf if forced else self.penalised_deviance(mu, u)
         fixed = self.offset if joint else self.offset + self.X @ beta
+        fixed_eta = None if joint else fixed
         converged = False
         last_move = np.inf
         for iteration in range(1, PIRLS_MAX_ITER + 1):
@@ -248,7 +256,7 @@ class GlmmProblem:
             # from it errs by O(delta) in the objective, which would spoil
             # finite-difference gradients and Hessians.
             beta_c, u_c = beta_new, u_new
-            eta_c = self.offset + self.X @ beta_c + self.random_part(lams, u_c)
+            eta_c = self._eta(lams, beta_c, u_c, joint, fixed_eta)
             move = np.max(np.abs(eta_c - eta), initial=0.0)
             size = max(1.0, np.max(np.abs(eta), initial=0.0))
             # Newton's steps shrink quadratically; one that stops shrinking
@@ -270,7 +278,7 @@ class GlmmProblem:
                 step *= 0.5
                 beta_c = beta + step * (beta_new - beta) if joint else beta
                 u_c = [uo + step * (un - uo) for uo, un in zip(u, u_new)]
-                eta_c = self.offset + self.X @ beta_c + self.random_part(lams, u_c)
+                eta_c = self._eta(lams, beta_c, u_c, joint, fixed_eta)
             if not pdev_c <= pdev + slack:
                 converged = not forced  # no step lowers pdev: at the mode, to rounding
                 if converged:
