@@ -55,14 +55,23 @@ from .._model.bars import INTERCEPT
 from .._model.terms import ReTerm, build_terms
 from .deviance import Factorization, ProfiledDeviance
 from .fit import SINGULAR_TOLERANCE, FittedTerm, independent_columns
-from .optimize import NoFiniteObjective, optimize_theta
+from scipy.optimize import Bounds, minimize
+
+from .optimize import NoFiniteObjective, OptimizeResult, optimize_theta
 
 #: PIRLS stops when a full step moves the linear predictor by less than this (relative to max |eta|).
 PIRLS_TOLERANCE = 1e-12
 #: PIRLS iterations (from a warm start Newton needs 2 to 4; Fisher scoring, for non-canonical links, converges linearly).
 PIRLS_MAX_ITER = 100
+#: Stage 2's final trust-region radius (in standard errors of beta, natural units of theta).
+STAGE2_RADIUS = 1e-7
 #: Step of the finite-difference Hessian (in the optimiser's units: theta's natural units, beta's standard errors).
 HESSIAN_STEP = 1e-3
+#: PIRLS tolerance while optimising: the objective to about 1e-9, which the
+#: optimisers' steps do not resolve; the final fit and the Hessian use
+#: PIRLS_TOLERANCE.  It saves one of the three PIRLS iterations an evaluation
+#: near the previous one takes.
+SEARCH_TOLERANCE = 1e-8
 #: R's glm.control(epsilon): IRLS convergence tolerance on the deviance.
 GLM_TOLERANCE = 1e-8
 #: Step halvings per PIRLS iteration.
@@ -210,7 +219,7 @@ class GlmmProblem:
 
     # -- PIRLS ----------------------------------------------------------------------
 
-    def pirls(self, theta: np.ndarray, beta: np.ndarray, u: list[np.ndarray], *, joint: bool, eta: np.ndarray | None = None) -> PirlsState:
+    def pirls(self, theta: np.ndarray, beta: np.ndarray, u: list[np.ndarray], *, joint: bool, eta: np.ndarray | None = None, tol: float = None) -> PirlsState:
         """Conditional modes by penalised iteratively reweighted least squares.
 
         ``joint``: beta and u together (lme4's stage 1 / nAGQ = 0), starting
@@ -223,8 +232,8 @@ class GlmmProblem:
         blocked factor at theta, and the penalised least-squares solution;
         the step is halved until the penalised deviance falls.  PIRLS stops
         when a full step moves eta by less than ``PIRLS_TOLERANCE`` (relative
-        to max |eta|): the current point is the mode and its factor (at its
-        own working weights) gives ldL2.
+        to max |eta|; ``tol`` overrides it): the current point is the mode
+        and its factor (at its own working weights) gives ldL2, to O(tol).
         """
         family, link = self.family, self.family.link
         lams = self.template.lambdas(theta)
@@ -238,6 +247,7 @@ class GlmmProblem:
         fixed_eta = None if joint else fixed
         converged = False
         last_move = np.inf
+        tol = PIRLS_TOLERANCE if tol is None else tol
         for iteration in range(1, PIRLS_MAX_ITER + 1):
             self.n_pirls += 1
             mu_eta = link.mu_eta(eta)
@@ -261,7 +271,7 @@ class GlmmProblem:
             size = max(1.0, np.max(np.abs(eta), initial=0.0))
             # Newton's steps shrink quadratically; one that stops shrinking
             # while tiny is at the rounding floor of the solve.
-            if not forced and (move <= PIRLS_TOLERANCE * size or (move <= 1e-7 * size and move > 0.5 * last_move)):
+            if not forced and (move <= tol * size or (move <= 1e-7 * size and move > 0.5 * last_move)):
                 converged = True
                 break
             last_move = move
@@ -564,7 +574,7 @@ def fit_glmm(data: GlmmData, family: Family, *, nagq: int = 1, max_evaluations: 
 
         def stage1(theta):
             try:
-                st = problem.pirls(theta, memo["beta"], memo["u"], joint=True)
+                st = problem.pirls(theta, memo["beta"], memo["u"], joint=True, tol=SEARCH_TOLERANCE)
             except (np.linalg.LinAlgError, FloatingPointError, ValueError):
                 return np.inf
             value = problem.laplace(st)
@@ -602,7 +612,7 @@ def fit_glmm(data: GlmmData, family: Family, *, nagq: int = 1, max_evaluations: 
             def stage2(params, keep=True):
                 th, beta = params[:k], params[k:]
                 try:
-                    st = problem.pirls(th, beta, memo2["u"], joint=False)
+                    st = problem.pirls(th, beta, memo2["u"], joint=False, tol=SEARCH_TOLERANCE if keep else PIRLS_TOLERANCE)
                 except (np.linalg.LinAlgError, FloatingPointError, ValueError):
                     return np.inf
                 value = problem.objective(st, th, nagq)
@@ -610,13 +620,9 @@ def fit_glmm(data: GlmmData, family: Family, *, nagq: int = 1, max_evaluations: 
                     memo2["u"] = st.u
                 return value if np.isfinite(value) else np.inf
 
-            def stage2_grad(params):
-                value = stage2(params)
-                return value, _fd_gradient(stage2, params, value, lower, FD_STEP * scale)
-
             start2 = np.concatenate([theta, st1.beta])
             with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-                result2 = optimize_theta(stage2, stage2_grad, start2, lower, max_evaluations, scale=scale, partners=template.column_partners())
+                result2 = _minimize_derivative_free(stage2, start2, lower, scale, max_evaluations)
                 n_evaluations += result2.n_evaluations
                 converged = result2.converged
                 theta, beta = result2.theta[:k], result2.theta[k:]
@@ -658,6 +664,33 @@ def fit_glmm(data: GlmmData, family: Family, *, nagq: int = 1, max_evaluations: 
     if singular:
         _warnings.warn_singular(fit)
     return fit
+
+
+def _minimize_derivative_free(f, start: np.ndarray, lower: np.ndarray, scale: np.ndarray, max_evaluations: int) -> OptimizeResult:
+    """Stage 2: COBYQA (the successor of lme4's BOBYQA) over (theta, beta) in the optimiser's units.
+
+    Derivative-free, as lme4's and MixedModels.jl's second stage: each
+    evaluation is one PIRLS, where a finite-difference gradient would cost
+    2 k + 1 of them.  From stage 1's optimum, a trust region of 0.1 standard
+    errors (and natural units of theta) shrinking to 1e-7 of them.
+    """
+    count = [0]
+    best = [np.inf, start.copy()]
+
+    def g(x):
+        count[0] += 1
+        value = f(x * scale)
+        if value < best[0]:
+            best[0], best[1] = value, x * scale
+        return value
+
+    bounds = Bounds(lower / scale, np.full_like(lower, np.inf))
+    result = minimize(
+        g, start / scale, method="COBYQA", bounds=bounds,
+        options={"maxfev": max_evaluations, "initial_tr_radius": 0.1, "final_tr_radius": STAGE2_RADIUS},
+    )
+    x = np.maximum(best[1], lower)
+    return OptimizeResult(x, float(best[0]), count[0], bool(result.success), f"COBYQA: {result.message}")
 
 
 def _vcov_from_factor(linear: ProfiledDeviance, factor: Factorization) -> np.ndarray:
