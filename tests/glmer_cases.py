@@ -19,8 +19,9 @@ import pandas as pd
 
 DATA = Path(__file__).parent / "data" / "glmer"
 CASES = sorted(p.name for p in DATA.iterdir() if (p / "spec.json").exists())
-#: Cases that take more than a few seconds (run with the slow marker).
-SLOW = {"verbagg"}
+#: Cases that take more than a few seconds (run with the slow marker): crossed factors with
+#: many levels (each PIRLS step rebuilds the dense rest blocks), and the larger slope model.
+SLOW = {"verbagg", "grouseticks_obs", "contraception_slope"}
 #: Random-effects terms in X-form where a slope is a factor's dummy column.
 X_FORM_RANDOM_EFFECTS = {"contraception_slope": "(1 + urbanY | district)"}
 
