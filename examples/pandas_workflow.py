@@ -24,7 +24,7 @@ sklearn.set_config(enable_metadata_routing=True)
 
 # Several covariates, a slope named by its column, groups as a Series.
 X, y, groups = load_gasoline(return_X_y_groups=True)
-country = groups["country"]
+country = groups
 model = MixedLinearRegressor(random_effects="(1 + time | country)").fit(X, y, groups=country)
 print("feature_names_in_:", list(model.feature_names_in_))
 print(model.fixed_effects_.round(4))
@@ -44,7 +44,7 @@ print({factor: frame.shape for factor, frame in crossed.random_effects_.items()}
 
 # Pipelines: keep the column names, or name slopes by position.
 X, y, groups = load_sleepstudy(return_X_y_groups=True)
-subject = groups["Subject"]
+subject = groups
 
 
 def requesting(estimator):

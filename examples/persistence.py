@@ -23,7 +23,7 @@ from sklmm.datasets import load_sleepstudy
 sklearn.set_config(enable_metadata_routing=True)
 
 X, y, groups = load_sleepstudy(return_X_y_groups=True)
-subject = groups["Subject"]
+subject = groups
 model = MixedLinearRegressor(random_effects="(1 + Days | Subject)")
 model.set_fit_request(groups=True).set_predict_request(groups=True)
 pipe = Pipeline([("scale", StandardScaler()), ("model", model)]).set_output(transform="pandas")

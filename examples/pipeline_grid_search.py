@@ -1,14 +1,16 @@
-"""Pipeline + GroupKFold + GridSearchCV, end to end, with metadata routing.
+"""Pipeline + cross-validation + GridSearchCV, end to end, with metadata routing.
 
 Tunes a preprocessing step, the random-effects structure and REML/ML on lme4's
-sleepstudy, validating on subjects the model has not seen (GroupKFold), then
-predicts with the refitted best pipeline conditional on each subject.
+sleepstudy by conditional predictions of held-out days of known subjects (KFold
+over rows, the conditional scorer); scores predictions for subjects the model has
+not seen (GroupKFold, population-level); then predicts with the refitted best
+pipeline conditional on each subject.
 
 Run: python examples/pipeline_grid_search.py
 """
 
 import sklearn
-from sklearn.model_selection import GridSearchCV, GroupKFold
+from sklearn.model_selection import GridSearchCV, GroupKFold, KFold, cross_val_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -18,8 +20,8 @@ from sklmm.datasets import load_sleepstudy
 # 1. Metadata routing lets Pipeline, cross-validation and searches pass `groups` on.
 sklearn.set_config(enable_metadata_routing=True)
 
-X, y, groups = load_sleepstudy(return_X_y_groups=True)  # X: Days; groups: a DataFrame
-subject = groups["Subject"]  # a Series: GroupKFold needs 1-D groups
+X, y, groups = load_sleepstudy(return_X_y_groups=True)  # X: Days; groups: the Subject Series
+subject = groups  # a Series (one grouping factor), as GroupKFold takes it
 
 # 2. The model asks for groups in fit, predict and score.
 model = MixedLinearRegressor(random_effects="(1 + Days | Subject)")
@@ -34,12 +36,21 @@ param_grid = {
     "model__reml": [True, False],
 }
 
-# 4. GroupKFold holds out whole subjects, so the scores are those of predictions
-#    for new subjects: population-level.  `groups` reaches the splitter and every fit.
-search = GridSearchCV(pipe, param_grid, cv=GroupKFold(n_splits=3), scoring="r2")
+# 4. Compare the candidates on held-out days of known subjects (KFold over rows),
+#    each predicted with its subject's random effects (the conditional scorer):
+#    that is where random-effects structures differ.  `groups` reaches every fit
+#    and the scorer.
+search = GridSearchCV(pipe, param_grid, cv=KFold(n_splits=5, shuffle=True, random_state=0),
+                      scoring=make_conditional_scorer())
 search.fit(X, y, groups=subject)
 print("best parameters:", search.best_params_)
-print(f"best GroupKFold R^2 (new subjects, population-level): {search.best_score_:.3f}")
+print(f"best conditional R^2 on held-out days: {search.best_score_:.3f}")
+
+# GroupKFold holds out whole subjects: it scores population-level predictions
+# for new subjects (the same for every random-effects structure on these
+# balanced data), i.e. how the model does for a subject it has never seen.
+new_subjects = cross_val_score(search.best_estimator_, X, y, cv=GroupKFold(n_splits=6), params={"groups": subject})
+print(f"best GroupKFold R^2 (new subjects, population-level): {new_subjects.mean():.3f}")
 
 # 5. The refitted best pipeline saw every subject: it predicts conditional on
 #    the subject when given groups, population-level without (or for a new subject).
@@ -47,6 +58,6 @@ best = search.best_estimator_
 print("conditional:", best.predict(X.head(3), groups=subject.head(3)).round(1))
 print("population: ", best.predict(X.head(3)).round(1))
 conditional_r2 = make_conditional_scorer()(best, X, y, groups=subject)
-print(f"in-sample R^2: conditional {conditional_r2:.3f}, population-level {search.score(X, y):.3f}")
-assert conditional_r2 > search.score(X, y)
+print(f"in-sample R^2: conditional {conditional_r2:.3f}, population-level {best.score(X, y):.3f}")
+assert conditional_r2 > best.score(X, y)
 print(best[-1].random_effects_["Subject"].head())

@@ -29,7 +29,7 @@ from sklmm.datasets import load_sleepstudy
 assert not sklearn.get_config()["enable_metadata_routing"]
 
 X, y, groups = load_sleepstudy(return_X_y_groups=True)
-subject = groups["Subject"]
+subject = groups
 formula = "(1 + Days | Subject)"
 
 # Pipelines: step parameters.

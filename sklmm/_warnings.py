@@ -7,6 +7,22 @@ import warnings
 from sklearn.exceptions import ConvergenceWarning
 
 
+def _external_stacklevel() -> int:
+    """The stacklevel of the first frame outside the sklmm package: the caller's own line.
+
+    Counted rather than fixed, so that warnings point at the user's ``fit``
+    call whatever path inside sklmm led to them.
+    """
+    import os
+    import sys
+
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(2), 2  # 1: the warn_* function calling warnings.warn
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 class SingularFitWarning(UserWarning):
     """A variance component was estimated at (or next to) zero, or a correlation at +/-1.
 
@@ -108,7 +124,7 @@ def warn_singular(fit) -> None:
         "consider a simpler random-effects structure, e.g. dropping that term or using "
         "'||' for uncorrelated effects.",
         SingularFitWarning,
-        stacklevel=4,
+        stacklevel=_external_stacklevel(),
     )
 
 
@@ -118,7 +134,7 @@ def warn_not_converged(message: str, n_evaluations: int, budget: int) -> None:
         f"(max_iter={budget}): {message}. Increase max_iter, rescale covariates to "
         "similar ranges, or simplify the random-effects structure.",
         ConvergenceWarning,
-        stacklevel=4,
+        stacklevel=_external_stacklevel(),
     )
 
 
@@ -129,7 +145,7 @@ def warn_rank_deficient(dropped: list[str], n_columns: int) -> None:
         "are reported as 0.0 and have no standard error; remove the redundant columns "
         "to silence this warning.",
         RankDeficientWarning,
-        stacklevel=5,
+        stacklevel=_external_stacklevel(),
     )
 
 
@@ -139,7 +155,7 @@ def warn_exact_fit(n_obs: int, n_params: int) -> None:
         "coefficients): the residual variance is 0, so sigma_ is 0.0, the likelihood is "
         "unbounded (objective_ = -inf) and standard errors are undefined (NaN).",
         ExactFitWarning,
-        stacklevel=5,
+        stacklevel=_external_stacklevel(),
     )
 
 
@@ -150,7 +166,7 @@ def warn_exact_fit_by_random_effects(sigma: float, spread: float) -> None:
         "there, so theta_, sigma_ and the criterion are not meaningful estimates: the model has as "
         "many effects as the data have distinct values (e.g. one observation per level and slope).",
         ExactFitWarning,
-        stacklevel=4,
+        stacklevel=_external_stacklevel(),
     )
 
 

@@ -103,7 +103,7 @@ def test_score_conditional_beats_population(sleepstudy, sleep_model):
 def test_clone_params_and_pickle(sleepstudy, sleep_model):
     X, y, groups = sleepstudy
     params = sleep_model.get_params()
-    assert params == {"random_effects": "(1 + Days | Subject)", "reml": True, "fit_intercept": True, "max_iter": 10_000}
+    assert params == {"random_effects": "(1 + Days | Subject)", "reml": True, "fit_intercept": True, "max_iter": 10_000, "formula": None}
     fresh = clone(sleep_model)
     assert not hasattr(fresh, "coef_")
     fresh.set_params(reml=False)

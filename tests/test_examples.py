@@ -84,15 +84,22 @@ def test_example_docstrings_say_how_to_run_them():
 
 
 def test_workflows_page_code_runs_in_order():
-    blocks = re.findall(r"```python\n(.*?)```", WORKFLOWS.read_text(), re.S)
+    from test_docs_code import _normalise, code_blocks
+
+    blocks = code_blocks(WORKFLOWS.read_text())
     assert len(blocks) >= 8
     namespace: dict = {}
 
     def run_all():
-        for number, code in enumerate(blocks, 1):
-            exec(compile(code, f"docs/workflows.md python block {number}", "exec"), namespace)
+        for code, expected, line in blocks:
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                exec(compile(code, f"docs/workflows.md python block at line {line}", "exec"), namespace)
+            if expected is not None:  # an ```output block shows what the code prints
+                assert _normalise(out.getvalue()) == _normalise(expected), f"docs/workflows.md line {line}"
 
-    _run(run_all)
+    with sklearn.config_context():
+        run_all()
     # the recipe's search ran with groups routed: the refit model knows every subject
     assert len(namespace["search"].best_estimator_[-1].random_effects_["Subject"]) == 18
 

@@ -88,7 +88,7 @@ def no_routing():
 @pytest.fixture(scope="module")
 def sleep():
     X, y, groups = load_sleepstudy(return_X_y_groups=True)
-    return X, y, groups["Subject"]  # a Series: GroupKFold needs 1-D groups
+    return X, y, groups  # a Series (one grouping factor), as GroupKFold takes groups
 
 
 def requesting(model):
@@ -412,14 +412,14 @@ def test_groups_as_series_frame_categorical_or_integers_agree(sleep):
 def test_slopes_resolve_through_column_names():
     X, y, groups = load_gasoline(return_X_y_groups=True)
     reordered = X[["lrpmg", "time", "lincomep"]]
-    model = MixedLinearRegressor("(1 + time | country)").fit(reordered, y, groups=groups["country"])
+    model = MixedLinearRegressor("(1 + time | country)").fit(reordered, y, groups=groups)
     assert model.feature_names_in_.tolist() == ["lrpmg", "time", "lincomep"]
     assert model.fixed_effects_.index.tolist() == ["(Intercept)", "lrpmg", "time", "lincomep"]
     assert model.random_effects_["country"].columns.tolist() == ["(Intercept)", "time"]
     assert "AUSTRIA" in model.random_effects_["country"].index
     # prediction checks the columns by name, as scikit-learn does
     with pytest.raises(ValueError, match="feature names"):
-        model.predict(X, groups=groups["country"])
+        model.predict(X, groups=groups)
 
 
 def test_global_pandas_output_config(sleep):

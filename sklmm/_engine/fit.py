@@ -195,6 +195,13 @@ class TrainingData:
     specs: list
     feature_names: list[str]
     fit_intercept: bool
+    slopes: np.ndarray | None = None  # a formula model's random-effects columns
+    offset: np.ndarray | None = None  # a formula model's offset; y here is the response minus it
+
+    @property
+    def slope_source(self) -> np.ndarray:
+        """The matrix that terms' ``slope_index`` refers to: the slopes, else X."""
+        return self.X if self.slopes is None else self.slopes
 
 
 @dataclass
@@ -218,10 +225,11 @@ def prepare(data: TrainingData, reml: bool, *, warn: bool = True) -> Prepared:
     Rows with weight 0 are left out; aliased fixed-effect columns are dropped
     (with a warning when ``warn``).
     """
-    X, y, weights, groups = data.X, data.y, data.weights, data.groups
+    X, y, weights, groups, slopes = data.X, data.y, data.weights, data.groups, data.slopes
     if weights is not None and np.any(weights == 0):
         rows = weights > 0
         X, y, weights = X[rows], y[rows], weights[rows]
+        slopes = None if slopes is None else slopes[rows]
         groups = None if groups is None else groups.loc[rows].reset_index(drop=True)
     n = len(y)
 
@@ -246,7 +254,7 @@ def prepare(data: TrainingData, reml: bool, *, warn: bool = True) -> Prepared:
             _warnings.warn_rank_deficient(dropped, len(fixed_names))
         stacked = stacked[:, [*kept.tolist(), stacked.shape[1] - 1]]
 
-    terms = build_terms(data.specs, X, list(data.feature_names), groups) if data.specs else []
+    terms = build_terms(data.specs, X, list(data.feature_names), groups, slopes) if data.specs else []
     check_identifiable(terms, n)
     if terms and n <= len(kept):
         raise ValueError(f"{n} observations are too few for {len(kept)} fixed effects and a residual variance")

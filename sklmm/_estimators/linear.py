@@ -15,7 +15,18 @@ from . import results as _results
 from .._model.terms import lookup_levels
 from .._engine.fit import TrainingData, fit_lmm
 from .._model.bars import TermSpec, parse_random_effects
-from .._model.validation import as_groups_frame, as_sample_weight, check_numeric, fingerprint, shares_memory
+from .._model.bars import FormulaError
+from .._model.formula import FormulaDesign
+from .._warnings import _external_stacklevel
+from .._model.validation import (
+    as_groups_frame,
+    as_sample_weight,
+    check_numeric,
+    check_row_alignment,
+    fingerprint,
+    refuse_groups_by_name,
+    shares_memory,
+)
 
 
 def _zero_columns_as_array(X):
@@ -25,6 +36,35 @@ def _zero_columns_as_array(X):
     if isinstance(X, pd.DataFrame) and shape is not None and len(shape) == 2 and shape[1] == 0:
         return np.empty((shape[0], 0))
     return X
+
+
+def _n_rows(X) -> int:
+    shape = getattr(X, "shape", None)
+    if shape is not None and len(shape) >= 1:
+        return int(shape[0])
+    try:
+        return len(X)
+    except TypeError:
+        return 0
+
+
+def _warn_factor_columns_in_X(columns: list[str], specs: list[TermSpec]) -> None:
+    """Warn when a column of X has the name of one of the model's grouping factors.
+
+    Usually the group ids were left in X as well as passed as ``groups``:
+    they are then also fitted as a numeric fixed-effect covariate.
+    """
+    factors = {name for spec in specs for name in spec.factors}
+    clash = [c for c in columns if c in factors]
+    if clash:
+        warnings.warn(
+            f"X column(s) {clash} have the name(s) of grouping factor(s) of the model, taken from "
+            f"groups: each is also fitted as a numeric fixed-effect covariate (a slope on the "
+            f"group ids), which is rarely meant. If they hold the group labels, drop them from X: "
+            f"fit(X.drop(columns={clash!r}), y, groups=...).",
+            UserWarning,
+            stacklevel=_external_stacklevel(),
+        )
 
 
 class MixedLinearRegressor(RegressorMixin, BaseEstimator):
@@ -54,6 +94,17 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         Include a fixed intercept.
     max_iter : int, default=10000
         Maximum number of objective evaluations by the optimiser.
+    formula : str or None, default=None
+        The model as a one-sided lme4 formula, ``"~ Days + (Days | Subject)"``:
+        ``fit(X, y)`` then takes a DataFrame ``X`` holding every column the
+        formula names, grouping factors included (so Pipelines and
+        cross-validation need no metadata routing), builds the fixed part and
+        the random terms' columns as lme4 does (factors, interactions,
+        transforms; see :func:`sklmm.lmer`), and names every result as lme4
+        does (``SexMale``, ``age:SexMale``, ``I(Days^2)``).  ``predict(X)``
+        applies the training encodings to new rows.  Excludes
+        ``random_effects``; the formula's intercept rules replace
+        ``fit_intercept``; ``coef_`` follows ``fixed_effects_``' order.
 
     Attributes
     ----------
@@ -112,20 +163,30 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
     1.93
     >>> model.variance_components_["group"].tolist()
     ['group', 'Residual']
+
+    With a formula, X is a DataFrame holding the grouping column too:
+
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({"x": x[:, 0], "g": g})
+    >>> formula_model = MixedLinearRegressor(formula="~ x + (1 | g)").fit(frame, y)
+    >>> bool(abs(formula_model.coef_[0] - model.coef_[0]) < 1e-8)
+    True
     """
 
     _parameter_constraints: dict = {
         "random_effects": [str, None],
+        "formula": [str, None],
         "reml": ["boolean"],
         "fit_intercept": ["boolean"],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
     }
 
-    def __init__(self, random_effects=None, reml=True, fit_intercept=True, max_iter=10_000):
+    def __init__(self, random_effects=None, reml=True, fit_intercept=True, max_iter=10_000, formula=None):
         self.random_effects = random_effects
         self.reml = reml
         self.fit_intercept = fit_intercept
         self.max_iter = max_iter
+        self.formula = formula
 
     def fit(self, X, y, groups=None, sample_weight=None):
         """Fit the model.
@@ -150,8 +211,13 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         self : MixedLinearRegressor
         """
         self._validate_params()
+        if self.formula is not None:
+            return self._fit_formula(X, y, groups, sample_weight)
+        refuse_groups_by_name(groups, X, _n_rows(X))
+        check_row_alignment(X, y=y, groups=groups, sample_weight=sample_weight)
         X = _zero_columns_as_array(X)
-        check_numeric(X, y)
+        check_numeric(X, y, factors=self._named_factors())
+        columns_in = [str(c) for c in X.columns] if isinstance(X, pd.DataFrame) else []
         X_in, y_in = X, y
         X, y = validate_data(
             self, X, y, dtype=np.float64, y_numeric=True, ensure_min_samples=2,
@@ -169,12 +235,68 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         specs = self._term_specs(frame)
         names = self._slope_names(X.shape[1])
         self._check_slopes_without_column_names(specs, names)
+        _warn_factor_columns_in_X(columns_in, specs)
 
-        self._training_data = TrainingData(X, y, frame, weights, specs, names, self.fit_intercept)
+        self._design = None
         self._training_fingerprint = X_fingerprint
-        fit = fit_lmm(self._training_data, reml=self.reml, max_evaluations=self.max_iter)
-        offset = 1 if self.fit_intercept else 0
-        self.intercept_ = float(fit.beta[0]) if self.fit_intercept else 0.0
+        return self._fit_data(TrainingData(X, y, frame, weights, specs, names, self.fit_intercept))
+
+    def _fit_formula(self, X, y, groups, sample_weight, *, formula_text=None):
+        """fit() for a formula model: X holds every column the formula names."""
+        if self.random_effects is not None:
+            raise ValueError(
+                f"formula={self.formula!r} and random_effects={self.random_effects!r} were both given; "
+                "they exclude each other: put the random part in the formula, e.g. "
+                "formula='~ Days + (Days | Subject)'"
+            )
+        if groups is not None:
+            raise ValueError(
+                "groups was passed to fit, but a formula model takes its grouping factors from the "
+                "columns of X that the formula names (e.g. '(1 | Subject)' uses X['Subject']); "
+                "pass groups=None and keep those columns in X"
+            )
+        if not isinstance(X, pd.DataFrame):
+            raise TypeError(
+                f"X must be a pandas DataFrame holding the columns that formula={self.formula!r} names "
+                f"(grouping factors included), got {type(X).__name__}"
+            )
+        check_row_alignment(X, y=y, sample_weight=sample_weight)
+        design = FormulaDesign.from_data(self.formula, X, one_sided=True)
+        encoded = design.encode(X, "X" if formula_text is None else "data")
+        n = len(encoded.X)
+        if y is None:
+            raise ValueError("y is required: the response, one value per row of X")
+        check_numeric(np.empty((n, 0)), y)
+        y = np.asarray(y, dtype=np.float64).copy()
+        if y.ndim != 1:
+            y = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
+        if y.ndim != 1 or len(y) != n:
+            raise ValueError(f"y must be 1-D with one value per row of X ({n}), got shape {np.shape(y)}")
+        bad = ~np.isfinite(y)
+        if bad.any():
+            raise ValueError(f"y has {int(bad.sum())} NaN or infinite value(s) (first at row {int(np.flatnonzero(bad)[0])})")
+        weights = as_sample_weight(sample_weight, n)
+        frame = None if encoded.groups is None else as_groups_frame(encoded.groups, n, argument="the grouping columns")
+        if encoded.offset is not None:
+            y = y - encoded.offset
+        self.feature_names_in_ = np.asarray([str(c) for c in X.columns], dtype=object)
+        self.n_features_in_ = X.shape[1]
+        self._design = design
+        self._formula_text = formula_text
+        self._training_fingerprint = None
+        names = design.fixed_columns_without_intercept()
+        data = TrainingData(
+            encoded.X, y, frame, weights, design.specs, names, design.has_intercept,
+            slopes=encoded.slopes, offset=encoded.offset,
+        )
+        return self._fit_data(data)
+
+    def _fit_data(self, data: TrainingData):
+        """Fit validated training data and set the fitted attributes."""
+        self._training_data = data
+        fit = fit_lmm(data, reml=self.reml, max_evaluations=self.max_iter)
+        offset = 1 if data.fit_intercept else 0
+        self.intercept_ = float(fit.beta[0]) if data.fit_intercept else 0.0
         self.coef_ = fit.beta[offset:].copy()
         self.theta_ = fit.theta.copy()
         self.sigma_ = float(fit.sigma)
@@ -189,6 +311,7 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         self.variance_components_ = _results.variance_components_frame(fit)
         self.fixed_effects_ = _results.fixed_effects_frame(fit)
         self.fixed_effects_cov_ = _results.fixed_effects_cov_frame(fit)
+        frame = data.groups
         self.group_names_ = sorted({name for term in fit.terms for name in term.factors}, key=list(frame.columns).index) if frame is not None else []
         self.n_obs_ = int(fit.n_obs)
         self._fitted_terms = fit.terms
@@ -210,12 +333,34 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         ndarray of shape (n_samples,)
         """
         check_is_fitted(self)
+        X, source, frame, offset = self._prediction_inputs(X, groups)
+        return self._predict_arrays(X, source, frame, offset)
+
+    def _prediction_inputs(self, X, groups):
+        """(fixed columns without intercept, slope source, grouping frame or None, offset or None)."""
+        design = getattr(self, "_design", None)
+        if design is not None:
+            if groups is not None:
+                raise ValueError(
+                    "groups was passed, but a formula model takes its grouping factors from the columns "
+                    "of X that the formula names; pass groups=None and keep those columns in X"
+                )
+            encoded = design.encode(X, "X", require_groups=False)
+            return encoded.X, encoded.slopes, encoded.groups, encoded.offset
+        refuse_groups_by_name(groups, X, _n_rows(X))
+        check_row_alignment(X, groups=groups)
         X = _zero_columns_as_array(X)
         X = validate_data(self, X, dtype=np.float64, reset=False, ensure_min_features=0)
+        frame = None if groups is None or not self._fitted_terms else self._groups_for_predict(groups, X.shape[0])
+        return X, X, frame, None
+
+    def _predict_arrays(self, X, source, frame, offset):
+        """X @ coef_ + intercept_ + the random effects of known levels (+ offset)."""
         prediction = X @ self.coef_ + self.intercept_
-        if groups is None or not self._fitted_terms:
+        if offset is not None:
+            prediction = prediction + offset
+        if frame is None or not self._fitted_terms:
             return prediction
-        frame = self._groups_for_predict(groups, X.shape[0])
         missing = [name for name in self._fit_group_columns if name not in frame.columns]
         if missing:
             warnings.warn(
@@ -223,7 +368,7 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
                 f"{list(frame.columns)}), so their random effects contribute nothing: the predictions "
                 "are population-level for them. Pass those columns, named as in fit, to predict conditionally.",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=_external_stacklevel(),
             )
         for term in self._fitted_terms:
             if any(name not in frame.columns for name in term.factors):
@@ -234,7 +379,7 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
                 continue
             effects = term.b[codes[known]]  # (n_known, p)
             for j, column in enumerate(term.slope_index):
-                values = effects[:, j] if column is None else effects[:, j] * X[known, column]
+                values = effects[:, j] if column is None else effects[:, j] * source[known, column]
                 prediction[known] += values
         return prediction
 
@@ -256,6 +401,7 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         """
         from sklearn.metrics import r2_score
 
+        check_row_alignment(X, y=y, sample_weight=sample_weight)
         return r2_score(y, self.predict(X, groups=groups), sample_weight=sample_weight)
 
     # -- inference and reporting (sklmm._summary, _confint, _simulate, _condvar) ----
@@ -431,9 +577,8 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         from .._inference.condvar import prediction_standard_errors
 
         check_is_fitted(self)
-        X = _zero_columns_as_array(X)
-        X = validate_data(self, X, dtype=np.float64, reset=False, ensure_min_features=0)
-        return prediction_standard_errors(self, X, groups)
+        X, source, frame, _ = self._prediction_inputs(X, groups)
+        return prediction_standard_errors(self, X, source, frame)
 
     # -- persistence ---------------------------------------------------------------
 
@@ -484,6 +629,23 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
                 "GridSearchCV(...).fit(X, y, groups=groups)."
             )
         return specs
+
+    def _fixed_input_names(self) -> tuple[bool, list[str]]:
+        """Whether the model has a fixed intercept, and the names of its other fixed-effect columns."""
+        design = getattr(self, "_design", None)
+        if design is not None:
+            return design.has_intercept, design.fixed_columns_without_intercept()
+        return self.fit_intercept, self._slope_names(self.n_features_in_)
+
+    def _named_factors(self) -> tuple[str, ...]:
+        """Grouping factor names the random part names (empty if it does not parse yet)."""
+        if not isinstance(self.random_effects, str):
+            return ()
+        try:
+            specs = parse_random_effects(self.random_effects)
+        except FormulaError:
+            return ()  # reported with its position where the terms are built
+        return tuple(name for spec in specs for name in spec.factors)
 
     def _slope_names(self, n_features: int) -> list[str]:
         if hasattr(self, "feature_names_in_"):

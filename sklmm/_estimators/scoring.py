@@ -84,9 +84,12 @@ class ConditionalScorer:
         -------
         float
         """
-        if groups is None:
-            groups = self._groups_by_index(X)
-        y_pred = _predict_with_groups(estimator, X, groups)
+        if groups is None and _is_formula_model(estimator):
+            y_pred = estimator.predict(X)  # a formula model takes its grouping columns from X
+        else:
+            if groups is None:
+                groups = self._groups_by_index(X)
+            y_pred = _predict_with_groups(estimator, X, groups)
         kwargs = dict(self._kwargs)
         if sample_weight is not None:
             kwargs["sample_weight"] = sample_weight
@@ -150,6 +153,14 @@ class ConditionalScorer:
 
     def _routing_repr(self) -> str:
         return repr(self)
+
+
+def _is_formula_model(estimator) -> bool:
+    """A fitted formula model, bare or as a Pipeline's last step or a search's best estimator."""
+    model = getattr(estimator, "best_estimator_", estimator)
+    if hasattr(model, "steps"):
+        model = model.steps[-1][1]
+    return getattr(model, "formula", None) is not None
 
 
 def _predict_with_groups(estimator, X, groups):

@@ -166,6 +166,8 @@ def _run_replicates(data, sim_model, seeds, reml: bool, theta0, max_iter: int, s
 def _replicate(data, sim_model, seed, reml: bool, theta0, max_iter: int, sizes):
     """One replicate: draw with its own seed, refit with warnings silenced (they are counted)."""
     y = sim_model.draw(np.random.default_rng(seed))
+    if data.offset is not None:
+        y = y - data.offset  # the training data hold the response minus the offset
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:

@@ -90,20 +90,25 @@ def _forward_solve_z(problem, factor, v0: np.ndarray, v_r: np.ndarray | None):
     return w0, w_r
 
 
-def prediction_standard_errors(est, X: np.ndarray, groups) -> np.ndarray:
-    """Standard errors of ``est.predict(X, groups)`` (see the module docstring)."""
-    prediction_X = np.column_stack([np.ones(len(X)), X]) if est.fit_intercept else X
+def prediction_standard_errors(est, X: np.ndarray, source: np.ndarray, frame) -> np.ndarray:
+    """Standard errors of ``est.predict`` (see the module docstring).
+
+    ``X``: the fixed-effects columns without the intercept; ``source``: the
+    matrix the terms' ``slope_index`` refers to; ``frame``: the grouping
+    factors (None: population-level).
+    """
+    intercept, names_in = est._fixed_input_names()
+    prediction_X = np.column_stack([np.ones(len(X)), X]) if intercept else X
     names = list(est.fixed_effects_cov_.index)
-    all_names = (["(Intercept)"] if est.fit_intercept else []) + est._slope_names(X.shape[1])
+    all_names = (["(Intercept)"] if intercept else []) + names_in
     kept = [all_names.index(name) for name in names]
     x = prediction_X[:, kept]
-    if groups is None or not est._fitted_terms:
+    if frame is None or not est._fitted_terms:
         V = est.fixed_effects_cov_.to_numpy()
         return np.sqrt(np.einsum("ij,jk,ik->i", x, V, x))
 
     prepared, factor = _prepared_factor(est)
     problem = prepared.problem
-    frame = est._groups_for_predict(groups, len(X))
     n = len(X)
     # v = [Lambda' z; x] per row, laid out as the factor's z-rows (first term, rest) and X-rows
     v0 = np.zeros((n, problem.m0, problem.p0)) if problem.m0 else None
@@ -119,7 +124,7 @@ def prediction_standard_errors(est, X: np.ndarray, groups) -> np.ndarray:
         z = np.ones((len(rows), len(term.columns)))
         for j, column in enumerate(term.slope_index):
             if column is not None:
-                z[:, j] = X[rows, column]
+                z[:, j] = source[rows, column]
         lz = z @ term.lam  # (Lambda' z)' per row
         if t == 0:
             v0[rows, codes[rows], :] = lz

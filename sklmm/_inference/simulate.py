@@ -82,9 +82,11 @@ def simulation_model(data, coef: np.ndarray, intercept: float, fitted_terms, sig
     sigma : float
     """
     mean = data.X @ coef + intercept
+    if data.offset is not None:
+        mean = mean + data.offset
     terms, n_levels = [], []
     if data.specs and data.groups is not None:
-        built = build_terms(data.specs, data.X, list(data.feature_names), data.groups)
+        built = build_terms(data.specs, data.X, list(data.feature_names), data.groups, data.slopes)
         remaining = list(fitted_terms)
         for term in built:
             # match by factor and columns: the fit may have ordered terms

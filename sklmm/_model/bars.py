@@ -24,7 +24,7 @@ The parser only reads the string; names are resolved against the data in
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 INTERCEPT = "(Intercept)"
 
@@ -46,10 +46,15 @@ class TermSpec:
     columns : tuple of str
         Term columns in order: ``"(Intercept)"`` first if present, then slope
         names (columns of ``X``).
+    positions : tuple of (int or None), optional
+        For a formula's terms: each column's index in the model's slope
+        matrix (``None`` for the intercept); the columns are then not looked
+        up in ``X`` by name.
     """
 
     factors: tuple[str, ...]
     columns: tuple[str, ...]
+    positions: tuple[int | None, ...] | None = field(default=None, repr=False)
 
     @property
     def factor_name(self) -> str:

@@ -158,6 +158,7 @@ def build_terms(
     X: np.ndarray,
     feature_names: list[str],
     groups: pd.DataFrame,
+    slopes: np.ndarray | None = None,
 ) -> list[ReTerm]:
     """Resolve parsed terms against the data and order them as lme4 does.
 
@@ -171,6 +172,9 @@ def build_terms(
         Names of X's columns.
     groups : DataFrame
         Grouping factors, one column each.
+    slopes : ndarray of shape (n, k), optional
+        A formula model's random-effects columns: terms with ``positions``
+        take their columns from it (and ``slope_index`` then indexes it).
 
     Returns
     -------
@@ -187,9 +191,18 @@ def build_terms(
                 raise ValueError(
                     f"random_effects names the grouping factor {name!r}, which is not a "
                     f"column of groups (columns: {list(map(str, groups.columns))})"
+                    + (
+                        f"; an unnamed Series or array is called {groups.columns[0]!r}: name it "
+                        f"(groups.rename({name!r}), or a DataFrame with a column {name!r})"
+                        if list(groups.columns) in (["group"], ["group0"]) else ""
+                    )
                 )
         slope_index = []
-        for column in spec.columns:
+        source = X
+        if spec.positions is not None:
+            source = slopes
+            slope_index = list(spec.positions)
+        for column in spec.columns if spec.positions is None else ():
             if column == INTERCEPT:
                 slope_index.append(None)
             elif column in position:
@@ -200,6 +213,7 @@ def build_terms(
                     f"{spec.factor_name!r}, which is not a column of X "
                     f"(columns: {feature_names})"
                 )
+        for column in spec.columns:
             key = (spec.factor_name, column)
             if key in seen:
                 raise ValueError(
@@ -214,7 +228,7 @@ def build_terms(
             z = None
         else:
             z = np.column_stack(
-                [np.ones(len(X)) if j is None else X[:, j] for j in slope_index]
+                [np.ones(len(groups)) if j is None else source[:, j] for j in slope_index]
             ).astype(np.float64, copy=False)
         terms.append(
             ReTerm(

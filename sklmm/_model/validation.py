@@ -4,6 +4,12 @@
 ``sample_weight`` a float array.  Every check names the offending argument
 and, where it helps, the column or count.  Nothing here modifies the
 caller's data: conversions copy.
+
+Rows are paired by position, as scikit-learn pairs them.  Where that could
+silently misread pandas input, :func:`check_row_alignment` refuses it: ``y``,
+``groups`` or ``sample_weight`` given as a Series or DataFrame whose index
+holds the same labels as X's index in another order (a shuffled or re-sorted
+copy) raises an error that says how to align them.
 """
 
 from __future__ import annotations
@@ -77,6 +83,101 @@ def as_groups_frame(groups, n_samples: int, argument: str = "groups") -> pd.Data
     return frame
 
 
+def check_row_alignment(X, **others) -> None:
+    """Refuse pandas inputs whose rows are the same as X's in another order.
+
+    sklmm pairs the rows of X, y, groups and sample_weight by position, as
+    scikit-learn does.  When X is a DataFrame and another input is a Series
+    or DataFrame whose index holds the same labels as X's in a different
+    order, pairing by position would silently misread the data (a re-sorted
+    or shuffled Series), so this raises instead.  Indexes that are equal, or
+    that do not hold the same labels (a Series made from an array, with a
+    default index), are paired by position.
+
+    Parameters
+    ----------
+    X : array-like
+    **others
+        The other inputs by argument name (``y=...``, ``groups=...``); ``None``
+        and non-pandas values are skipped.
+
+    Raises
+    ------
+    ValueError
+        Naming the argument, with how to align it.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> X = pd.DataFrame({"x": [1.0, 2.0, 3.0]}, index=[10, 11, 12])
+    >>> y = pd.Series([3.0, 2.0, 1.0], index=[12, 11, 10])
+    >>> try:
+    ...     check_row_alignment(X, y=y)
+    ... except ValueError as error:
+    ...     print(str(error)[:57])
+    y is a pandas object whose index holds the same labels as
+    """
+    index = getattr(X, "index", None)
+    if not isinstance(X, (pd.DataFrame, pd.Series)) or index is None:
+        return
+    for name, value in others.items():
+        if not isinstance(value, (pd.Series, pd.DataFrame)):
+            continue
+        other = value.index
+        if len(other) != len(index) or other.equals(index):
+            continue
+        try:
+            same_labels = bool(np.array_equal(np.sort(other.to_numpy()), np.sort(index.to_numpy())))
+        except TypeError:  # labels of mixed types cannot be sorted: compare as sets
+            same_labels = index.is_unique and other.is_unique and set(other) == set(index)
+        if same_labels:
+            raise ValueError(
+                f"{name} is a pandas object whose index holds the same labels as X's index in a "
+                f"different order (X's first labels: {list(index[:3])}, {name}'s: {list(other[:3])}). "
+                "sklmm pairs rows by position, as scikit-learn does, so this would pair each row of X "
+                f"with another row's {name}. Align them by label first ({name} = {name}.loc[X.index] "
+                f"when the labels identify the same rows), or pass {name}.to_numpy() if the rows are "
+                "already in the same order."
+            )
+
+
+def groups_named_by_column(groups, X, n_samples: int) -> list[str] | None:
+    """The names, when ``groups`` is a column name (or list of names) instead of labels.
+
+    A string, or a list of strings that is not one label per row, is taken
+    as naming columns (the statsmodels habit, ``groups="Subject"``).
+    """
+    if isinstance(groups, str):
+        return [groups]
+    if isinstance(groups, (list, tuple)) and groups and len(groups) != n_samples and all(isinstance(g, str) for g in groups):
+        return list(groups)
+    return None
+
+
+def refuse_groups_by_name(groups, X, n_samples: int, formula_hint: str = "") -> None:
+    """Raise a clear error when ``groups`` names columns instead of holding labels."""
+    names = groups_named_by_column(groups, X, n_samples)
+    if names is None:
+        return
+    columns = [str(c) for c in getattr(X, "columns", [])]
+    shown = repr(groups)
+    in_X = [n for n in names if n in columns]
+    if in_X:
+        selection = f"X[{names[0]!r}]" if len(names) == 1 else f"X[{names!r}]"
+        raise ValueError(
+            f"groups={shown} names column(s) of X, but groups must hold the grouping labels "
+            f"themselves, one per row. Pass the column(s) and take them out of the fixed effects: "
+            f"fit(X.drop(columns={names!r}), y, groups={selection}); or give the model a formula "
+            f"naming them (MixedLinearRegressor(formula=\"~ ... + (1 | {names[0]})\"), fitted with "
+            "fit(X, y) on an X that holds the grouping columns)." + formula_hint
+        )
+    raise ValueError(
+        f"groups={shown} is a name, not grouping labels: groups must hold one label per row of X "
+        f"(a Series, array or DataFrame with {n_samples} rows)"
+        + (f"; X has no column named {names[0]!r} (its columns: {columns})" if columns else "")
+    )
+
+
 def as_sample_weight(sample_weight, n_samples: int) -> np.ndarray | None:
     """Validate prior weights: finite, non-negative, not all zero.
 
@@ -86,6 +187,11 @@ def as_sample_weight(sample_weight, n_samples: int) -> np.ndarray | None:
     """
     if sample_weight is None:
         return None
+    if isinstance(sample_weight, str):
+        raise TypeError(
+            f"sample_weight={sample_weight!r} is a name; pass the weights themselves, one per row "
+            f"(e.g. X[{sample_weight!r}] or data[{sample_weight!r}]; sklmm.lmer takes weights={sample_weight!r})"
+        )
     if isinstance(sample_weight, numbers.Number):
         sample_weight = np.full(n_samples, float(sample_weight))
     weights = np.asarray(sample_weight)
@@ -107,7 +213,7 @@ def as_sample_weight(sample_weight, n_samples: int) -> np.ndarray | None:
     return weights
 
 
-def check_numeric(X, y) -> None:
+def check_numeric(X, y, factors=()) -> None:
     """Name the argument, and the column, that does not hold real numbers.
 
     scikit-learn's conversion would fail too, but with messages that name
@@ -119,10 +225,19 @@ def check_numeric(X, y) -> None:
         for name, dtype in zip(X.columns, X.dtypes):
             if dtype.kind == "c":
                 raise ValueError(f"Complex data not supported: X column {name!r} holds complex numbers; X must hold real numbers")
+            if dtype.kind not in "biuf" and str(name) in factors:
+                raise TypeError(
+                    f"X column {name!r} has dtype {dtype}, not numbers, and the random part names "
+                    f"{str(name)!r} as a grouping factor: grouping factors are not columns of X. "
+                    f"Pass it as groups=, and not in X: fit(X.drop(columns=[{str(name)!r}]), y, "
+                    f"groups=X[{str(name)!r}])"
+                )
             if dtype.kind not in "biuf":
                 raise TypeError(
                     f"X column {name!r} has dtype {dtype}, not numbers; X must hold real numbers "
-                    "(encode categories, e.g. with OneHotEncoder, and convert dates to numbers)"
+                    "(encode categories, e.g. with OneHotEncoder, and convert dates to numbers); "
+                    f"if {str(name)!r} holds the grouping labels of a random effect, pass it as "
+                    "groups= instead of in X"
                 )
     elif not hasattr(X, "tocsr") and np.asarray(X).dtype.kind == "c":
         raise ValueError("Complex data not supported: X holds complex numbers; X must hold real numbers")

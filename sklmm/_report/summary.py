@@ -39,6 +39,10 @@ def formula(est) -> str:
     >>> formula(model)
     'y ~ 1 + Days + (1 + Days | Subject)'
     """
+    if getattr(est, "_formula_text", None):
+        return est._formula_text
+    if getattr(est, "formula", None) is not None:
+        return "y " + est.formula.strip()
     fixed = ["1" if est.fit_intercept else "0", *est._slope_names(est.n_features_in_)]
     parts = [" + ".join(fixed)]
     if est.random_effects is not None:
@@ -274,15 +278,16 @@ def fitted_and_residuals(est, data) -> tuple[np.ndarray, np.ndarray]:
     Over the rows the fit used (rows with weight 0 are left out), from the
     training data ``data`` (a :class:`sklmm._fit.TrainingData`).
     """
-    X, y, groups, weights = data.X, data.y, data.groups, data.weights
+    X, y, groups, weights, source, offset = data.X, data.y, data.groups, data.weights, data.slope_source, data.offset
     if weights is not None:
         rows = weights > 0
-        X, y, weights = X[rows], y[rows], weights[rows]
+        X, y, weights, source = X[rows], y[rows], weights[rows], source[rows]
+        offset = None if offset is None else offset[rows]
         groups = None if groups is None else groups.loc[rows].reset_index(drop=True)
-    if hasattr(est, "feature_names_in_"):
-        X = pd.DataFrame(X, columns=est.feature_names_in_)
-    fitted = est.predict(X, groups=groups)
+    fitted = est._predict_arrays(X, source, groups, None)  # y here is the response minus any offset
     residuals = y - fitted
+    if offset is not None:
+        fitted = fitted + offset
     if weights is not None:
         residuals = residuals * np.sqrt(weights)
     return fitted, residuals
@@ -320,7 +325,8 @@ def _random_effects_table(est) -> pd.DataFrame:
 
 def _messages(est) -> list[str]:
     messages = []
-    dropped = [name for name in (["(Intercept)"] if est.fit_intercept else []) + est._slope_names(est.n_features_in_) if name not in est.fixed_effects_.index]
+    intercept, names_in = est._fixed_input_names()
+    dropped = [name for name in (["(Intercept)"] if intercept else []) + names_in if name not in est.fixed_effects_.index]
     if dropped:
         messages.insert(0, f"fit warnings:\nfixed-effect model matrix is rank deficient so dropping {len(dropped)} column{'s' if len(dropped) > 1 else ''} / coefficient{'s' if len(dropped) > 1 else ''}")
     if est.singular_ or not est.converged_:

@@ -1,7 +1,10 @@
 """Classic mixed-model datasets, shipped with sklmm as small CSV files.
 
 Each loader returns a pandas DataFrame, or with ``return_X_y_groups=True`` the
-triple ``(X, y, groups)`` ready for :meth:`MixedLinearRegressor.fit`.
+triple ``(X, y, groups)`` ready for :meth:`MixedLinearRegressor.fit`: ``groups``
+is a Series (named after the factor) when the data have one grouping factor,
+as scikit-learn's group splitters (``GroupKFold``) take it, and a DataFrame
+with one column per factor when they have several.
 Grouping columns are read as strings (labels, not numbers).
 """
 
@@ -28,7 +31,10 @@ def _load(name: str, response: str, fixed: list[str], groups: list[str], return_
         frame = pd.read_csv(handle, dtype={g: str for g in groups})
     if not return_X_y_groups:
         return frame
-    return frame[fixed].copy(), frame[response].copy(), frame[groups].copy()
+    # One grouping factor: a Series (named after it), as scikit-learn's splitters
+    # (GroupKFold) take groups; several: a DataFrame with one column each.
+    group_data = frame[groups[0]].copy() if len(groups) == 1 else frame[groups].copy()
+    return frame[fixed].copy(), frame[response].copy(), group_data
 
 
 def load_sleepstudy(return_X_y_groups: bool = False):
@@ -51,7 +57,7 @@ def load_sleepstudy(return_X_y_groups: bool = False):
 
     Returns
     -------
-    DataFrame, or tuple of (DataFrame, Series, DataFrame)
+    DataFrame, or tuple of (DataFrame, Series, Series)
 
     Examples
     --------
@@ -79,13 +85,13 @@ def load_dyestuff(return_X_y_groups: bool = False):
 
     Returns
     -------
-    DataFrame, or tuple of (DataFrame, Series, DataFrame)
+    DataFrame, or tuple of (DataFrame, Series, Series)
 
     Examples
     --------
     >>> from sklmm.datasets import load_dyestuff
     >>> X, y, groups = load_dyestuff(return_X_y_groups=True)
-    >>> X.shape, groups["Batch"].nunique()
+    >>> X.shape, groups.nunique()
     ((30, 0), 6)
     """
     return _load("dyestuff", "Yield", [], ["Batch"], return_X_y_groups)
@@ -170,7 +176,7 @@ def load_gasoline(return_X_y_groups: bool = False):
 
     Returns
     -------
-    DataFrame, or tuple of (DataFrame, Series, DataFrame)
+    DataFrame, or tuple of (DataFrame, Series, Series)
 
     Examples
     --------
