@@ -4,7 +4,7 @@ from ._inference.anova import AnovaTable, anova
 from ._inference.bootstrap import BootstrapResult
 from ._inference.bootstrap import parametric_bootstrap as bootstrap
 from ._estimators.formula import lmer
-from ._estimators.glm import MixedGLMRegressor, MixedLogisticRegression, MixedPoissonRegressor
+from ._estimators.glm import MixedGLMRegressor, MixedLogisticRegression, MixedPoissonRegressor, glmer
 from ._estimators.linear import MixedLinearRegressor
 from ._model.bars import FormulaError
 from ._report.plots import plot_caterpillar, plot_residuals
@@ -27,6 +27,7 @@ __all__ = [
     "SingularFitWarning",
     "anova",
     "bootstrap",
+    "glmer",
     "lmer",
     "make_conditional_scorer",
     "plot_caterpillar",

@@ -87,3 +87,25 @@ def test_wald_intervals(name):
     ci = model.confint("wald").dropna()
     np.testing.assert_array_less(np.abs(ci["lower"].to_numpy() - np.asarray(ref["lower"])), 4e-2 * se)
     np.testing.assert_array_less(np.abs(ci["upper"].to_numpy() - np.asarray(ref["upper"])), 4e-2 * se)
+
+
+@pytest.mark.parametrize("name", PARAMS)
+def test_glmer_formula_interface(name):
+    """The same case through sklmm.glmer(formula, data): lme4's formula and raw columns, same tolerances."""
+    import sklmm
+
+    case = load(name)
+    spec, ref = case.spec, case.reference
+    data = case.data
+    model = sklmm.glmer(spec["formula"], data, family=spec["family"], link=spec["link"], weights=spec.get("weights"), nagq=int(spec["nAGQ"]))
+    assert model.objective_ <= ref["objective"] + 1e-3
+    fe = model.fixed_effects_
+    assert fe.index.tolist() == list(ref["coef"])
+    coef = np.array(list(ref["coef"].values()))
+    se = np.array(list(ref["coef_se"].values()))
+    np.testing.assert_array_less(np.abs(fe["estimate"].to_numpy() - coef), 1e-2 * se)
+    sd = {(r.group, r.var1): r.sdcor for r in model.variance_components_.itertuples() if not isinstance(r.var2, str)}
+    for row in ref["varcorr"]:
+        if row["var2"] is None:
+            assert sd[(row["grp"], row["var1"])] == pytest.approx(row["sdcor"], rel=2e-2)
+    np.testing.assert_allclose(model.predict(data.head(20)), ref["fitted_head"], atol=1e-3)

@@ -98,6 +98,12 @@ class GlmmData:
     specs: list
     feature_names: list[str]
     fit_intercept: bool
+    slopes: np.ndarray | None = None  # a formula model's random-effects columns
+
+    @property
+    def slope_source(self) -> np.ndarray:
+        """The matrix that terms' ``slope_index`` refers to: the slopes, else X."""
+        return self.X if self.slopes is None else self.slopes
 
 
 @dataclass
@@ -461,11 +467,12 @@ def prepare_glmm(data: GlmmData, family: Family, *, warn: bool = True) -> GlmmPr
     Rows with prior weight 0 are left out; aliased fixed-effect columns are
     dropped (with a warning), as :func:`sklmm._engine.fit.prepare`.
     """
-    X, y, weights, offset, groups = data.X, data.y, data.weights, data.offset, data.groups
+    X, y, weights, offset, groups, slopes = data.X, data.y, data.weights, data.offset, data.groups, data.slopes
     rows = None
     if weights is not None and np.any(weights == 0):
         rows = weights > 0
         X, y, weights = X[rows], y[rows], weights[rows]
+        slopes = None if slopes is None else slopes[rows]
         offset = None if offset is None else offset[rows]
         groups = None if groups is None else groups.loc[rows].reset_index(drop=True)
     family.check_response(y, np.ones_like(y) if weights is None else weights)
@@ -478,7 +485,7 @@ def prepare_glmm(data: GlmmData, family: Family, *, warn: bool = True) -> GlmmPr
         if warn:
             _warnings.warn_rank_deficient(dropped, len(fixed_names))
         design = design[:, kept]
-    terms = build_terms(data.specs, X, list(data.feature_names), groups) if data.specs else []
+    terms = build_terms(data.specs, X, list(data.feature_names), groups, slopes) if data.specs else []
     for term in terms:
         if term.n_levels < 2:
             raise ValueError(

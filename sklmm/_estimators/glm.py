@@ -40,6 +40,11 @@ def _as_offset(offset, n_samples: int, argument: str = "offset") -> np.ndarray |
     return values
 
 
+def _numeric_response(y) -> np.ndarray:
+    """y as floats (a copy); booleans as 0/1."""
+    return np.array(y, dtype=np.float64)
+
+
 class _MixedGLMBase(BaseEstimator):
     """What the GLMM estimators share: the fit, the linear predictor, inference.
 
@@ -51,6 +56,9 @@ class _MixedGLMBase(BaseEstimator):
     _slope_names = MixedLinearRegressor._slope_names
     _check_slopes_without_column_names = MixedLinearRegressor._check_slopes_without_column_names
     _groups_for_predict = MixedLinearRegressor._groups_for_predict
+    _prediction_inputs = MixedLinearRegressor._prediction_inputs
+    _fixed_input_names = MixedLinearRegressor._fixed_input_names
+    _predict_arrays = MixedLinearRegressor._predict_arrays
     _fit_group_columns = MixedLinearRegressor._fit_group_columns
     _require_training_data = MixedLinearRegressor._require_training_data
 
@@ -70,13 +78,18 @@ class _MixedGLMBase(BaseEstimator):
         names = self._slope_names(X.shape[1])
         self._check_slopes_without_column_names(specs, names)
         data = GlmmData(X, y, frame, weights, offset, specs, names, self.fit_intercept)
+        return self._fit_data(data, family)
+
+    def _fit_data(self, data: GlmmData, family):
+        """Fit validated data with :func:`fit_glmm` and set the fitted attributes."""
+        frame = data.groups
         fit = fit_glmm(data, family, nagq=self.nagq, max_evaluations=self.max_iter)
         self._training_data = data
         self._fit_result = fit
         self.family_ = family.name
         self.link_ = family.link.name
-        start = 1 if self.fit_intercept else 0
-        self.intercept_ = float(fit.beta[0]) if self.fit_intercept else 0.0
+        start = 1 if data.fit_intercept else 0
+        self.intercept_ = float(fit.beta[0]) if data.fit_intercept else 0.0
         self.coef_ = fit.beta[start:].copy()
         self.theta_ = fit.theta.copy()
         self.sigma_ = 1.0  # no scale parameter for binomial and Poisson: lme4's sigma() is 1
@@ -109,10 +122,63 @@ class _MixedGLMBase(BaseEstimator):
         return X, y
 
     def _linear_predictor(self, X, groups=None, offset=None) -> np.ndarray:
-        """eta = offset + X beta (+ Z b for levels seen in fit)."""
-        eta = MixedLinearRegressor.predict(self, X, groups=groups)
+        """eta = offset + X beta (+ Z b for levels seen in fit); a formula's offset() included."""
+        X, source, frame, formula_offset = self._prediction_inputs(X, groups)
+        eta = self._predict_arrays(X, source, frame, formula_offset)
         offset = _as_offset(offset, len(eta))
         return eta if offset is None else eta + offset
+
+    def _fit_any(self, X, y, groups, sample_weight, offset, family, numeric_y):
+        """fit(): the formula path (X a DataFrame holding the formula's columns) or the X path."""
+        if self.formula is None:
+            X, y = self._validated_X_y(X, y, groups)
+            self._design = None
+            self._formula_text = None
+            return self._fit(X, numeric_y(y), groups, sample_weight, offset, family)
+        return self._fit_formula(X, y, groups, sample_weight, offset, family, numeric_y)
+
+    def _fit_formula(self, X, y, groups, sample_weight, offset, family, numeric_y, *, formula_text=None):
+        """fit() for a formula model, as :meth:`MixedLinearRegressor._fit_formula`."""
+        import pandas as pd
+
+        from .._model.formula import FormulaDesign
+
+        if self.random_effects is not None:
+            raise ValueError(
+                f"formula={self.formula!r} and random_effects={self.random_effects!r} were both given; "
+                "they exclude each other: put the random part in the formula"
+            )
+        if groups is not None:
+            raise ValueError(
+                "groups was passed to fit, but a formula model takes its grouping factors from the "
+                "columns of X that the formula names; pass groups=None and keep those columns in X"
+            )
+        if not isinstance(X, pd.DataFrame):
+            raise TypeError(f"X must be a pandas DataFrame holding the columns that formula={self.formula!r} names, got {type(X).__name__}")
+        design = FormulaDesign.from_data(self.formula, X, one_sided=True)
+        encoded = design.encode(X, "X" if formula_text is None else "data")
+        n = len(encoded.X)
+        if y is None:
+            raise ValueError("y is required: the response, one value per row of X")
+        y = np.asarray(y)
+        if y.ndim != 1 or len(y) != n:
+            raise ValueError(f"y must be 1-D with one value per row of X ({n}), got shape {np.shape(y)}")
+        y = numeric_y(y)
+        if not np.all(np.isfinite(y)):
+            raise ValueError("y has NaN or infinite values")
+        weights = as_sample_weight(sample_weight, n)
+        frame = None if encoded.groups is None else as_groups_frame(encoded.groups, n, argument="the grouping columns")
+        offset = _as_offset(offset, n)
+        if encoded.offset is not None:
+            offset = encoded.offset if offset is None else offset + encoded.offset
+        self.feature_names_in_ = np.asarray([str(c) for c in X.columns], dtype=object)
+        self.n_features_in_ = X.shape[1]
+        self._design = design
+        self._formula_text = formula_text
+        self._training_fingerprint = None
+        names = design.fixed_columns_without_intercept()
+        data = GlmmData(encoded.X, y, frame, weights, offset, design.specs, names, design.has_intercept, slopes=encoded.slopes)
+        return self._fit_data(data, family)
 
     def _mean(self, eta: np.ndarray) -> np.ndarray:
         return make_family(self.family_, self.link_).link.linkinv(eta)
@@ -199,6 +265,7 @@ class _MixedGLMBase(BaseEstimator):
 
 _COMMON_CONSTRAINTS = {
     "random_effects": [str, None],
+    "formula": [str, None],
     "fit_intercept": ["boolean"],
     "nagq": [Interval(Integral, 0, 25, closed="both")],
     "max_iter": [Interval(Integral, 1, None, closed="left")],
@@ -228,6 +295,12 @@ class MixedLogisticRegression(ClassifierMixin, _MixedGLMBase):
     fit_intercept : bool, default=True
     max_iter : int, default=10000
         Maximum objective evaluations per optimisation stage.
+    formula : str or None, default=None
+        The model as a one-sided lme4 formula, ``"~ age + urban + (1 | district)"``
+        (factors, interactions, transforms and ``offset(x)`` as
+        :func:`sklmm.lmer` reads them); X is then a DataFrame holding every
+        column it names, grouping factors included, and ``groups`` is not
+        passed.  Excludes ``random_effects``.
 
     Attributes
     ----------
@@ -263,8 +336,9 @@ class MixedLogisticRegression(ClassifierMixin, _MixedGLMBase):
 
     _parameter_constraints: dict = {**_COMMON_CONSTRAINTS, "link": [StrOptions({"logit", "probit", "cloglog"})]}
 
-    def __init__(self, random_effects=None, link="logit", nagq=1, fit_intercept=True, max_iter=10_000):
+    def __init__(self, random_effects=None, link="logit", nagq=1, fit_intercept=True, max_iter=10_000, formula=None):
         self.random_effects = random_effects
+        self.formula = formula
         self.link = link
         self.nagq = nagq
         self.fit_intercept = fit_intercept
@@ -296,7 +370,10 @@ class MixedLogisticRegression(ClassifierMixin, _MixedGLMBase):
         self
         """
         self._validate_params()
-        X, y = self._validated_X_y(X, y, groups)
+        return self._fit_any(X, y, groups, sample_weight, offset, make_family("binomial", self.link), self._class_codes)
+
+    def _class_codes(self, y):
+        """0/1 codes of the two classes (``classes_[1]`` the event), setting ``classes_``."""
         check_classification_targets(y)
         y_type = type_of_target(y, input_name="y", raise_unknown=True)
         if y_type not in ("binary", "unknown") and len(np.unique(y)) > 2:
@@ -310,7 +387,7 @@ class MixedLogisticRegression(ClassifierMixin, _MixedGLMBase):
                 f"MixedLogisticRegression needs two classes in y, got {len(self.classes_)} class: "
                 f"{self.classes_.tolist()}"
             )
-        return self._fit(X, codes.astype(np.float64), groups, sample_weight, offset, make_family("binomial", self.link))
+        return codes.astype(np.float64)
 
     def decision_function(self, X, groups=None, offset=None):
         """The linear predictor (log-odds for the logit link), conditional on the levels seen in fit.
@@ -366,7 +443,7 @@ class MixedGLMRegressor(RegressorMixin, _MixedGLMBase):
         The family's canonical link when None (logit, log); binomial also
         takes ``"probit"``, ``"cloglog"``, ``"log"``; Poisson ``"sqrt"``,
         ``"identity"``.
-    random_effects, nagq, fit_intercept, max_iter
+    random_effects, nagq, fit_intercept, max_iter, formula
         As :class:`MixedLogisticRegression`.
 
     Attributes
@@ -391,10 +468,11 @@ class MixedGLMRegressor(RegressorMixin, _MixedGLMBase):
         "link": [str, None],
     }
 
-    def __init__(self, family="binomial", link=None, random_effects=None, nagq=1, fit_intercept=True, max_iter=10_000):
+    def __init__(self, family="binomial", link=None, random_effects=None, nagq=1, fit_intercept=True, max_iter=10_000, formula=None):
         self.family = family
         self.link = link
         self.random_effects = random_effects
+        self.formula = formula
         self.nagq = nagq
         self.fit_intercept = fit_intercept
         self.max_iter = max_iter
@@ -425,11 +503,9 @@ class MixedGLMRegressor(RegressorMixin, _MixedGLMBase):
         """
         self._validate_params()
         family = make_family(self.family, self.link)
-        check_numeric(None if X is None else _zero_columns_as_array(X), y)
-        X, y = self._validated_X_y(X, y, groups)
-        y = np.asarray(y, dtype=np.float64)
-        y = y.copy()
-        return self._fit(X, y, groups, sample_weight, offset, family)
+        if self.formula is None:
+            check_numeric(None if X is None else _zero_columns_as_array(X), y)
+        return self._fit_any(X, y, groups, sample_weight, offset, family, _numeric_response)
 
     def predict(self, X, groups=None, offset=None):
         """The mean response (proportion or rate), conditional on the levels seen in fit.
@@ -460,7 +536,7 @@ class MixedPoissonRegressor(MixedGLMRegressor):
     ----------
     link : {"log", "sqrt", "identity"} or None, default=None
         None: the log link.
-    random_effects, nagq, fit_intercept, max_iter
+    random_effects, nagq, fit_intercept, max_iter, formula
         As :class:`MixedGLMRegressor`.
 
     Examples
@@ -478,9 +554,10 @@ class MixedPoissonRegressor(MixedGLMRegressor):
 
     _parameter_constraints: dict = {k: v for k, v in MixedGLMRegressor._parameter_constraints.items() if k != "family"}
 
-    def __init__(self, link=None, random_effects=None, nagq=1, fit_intercept=True, max_iter=10_000):
+    def __init__(self, link=None, random_effects=None, nagq=1, fit_intercept=True, max_iter=10_000, formula=None):
         self.link = link
         self.random_effects = random_effects
+        self.formula = formula
         self.nagq = nagq
         self.fit_intercept = fit_intercept
         self.max_iter = max_iter
@@ -488,3 +565,72 @@ class MixedPoissonRegressor(MixedGLMRegressor):
     @property
     def family(self):
         return "poisson"
+
+
+def glmer(formula, data, *, family, link=None, weights=None, nagq=1, max_iter=10_000):
+    """Fit a generalised linear mixed model from an lme4 formula, as lme4's ``glmer``.
+
+    Parameters
+    ----------
+    formula : str
+        A two-sided lme4 formula, ``"response ~ fixed + (random | group)"``,
+        with ``offset(x)`` terms as lme4 (see :func:`sklmm.lmer` for the
+        syntax).  Binomial responses: a proportion (with ``weights`` the
+        numbers of trials), 0/1 numbers, booleans, or a two-level factor
+        (the first level, in sorted order, is failure, as R's factors).
+    data : DataFrame
+    family : {"binomial", "poisson"}
+    link : str or None, default=None
+        The canonical link when None.
+    weights : str, array-like or None, default=None
+        Prior weights (binomial: numbers of trials): a column of ``data`` or an array.
+    nagq : int, default=1
+        1: Laplace; > 1: adaptive Gauss-Hermite quadrature (one scalar term); 0: lme4's nAGQ = 0.
+    max_iter : int, default=10000
+
+    Returns
+    -------
+    MixedGLMRegressor
+        Fitted, with ``formula`` the one-sided right-hand side; ``predict(newdata)``
+        returns the mean response.
+
+    Examples
+    --------
+    >>> import sklmm
+    >>> from sklmm.datasets import load_cbpp
+    >>> herds = load_cbpp()
+    >>> herds["prop"] = herds["incidence"] / herds["size"]
+    >>> model = sklmm.glmer("prop ~ period + (1 | herd)", herds, family="binomial", weights="size")
+    >>> model.fixed_effects_.index.tolist()
+    ['(Intercept)', 'period2', 'period3', 'period4']
+    >>> round(model.objective_, 3)  # lme4: 184.053
+    184.053
+    """
+    import pandas as pd
+
+    from .._model.formula import split_formula
+    from .formula import _response, _weights
+
+    parts = split_formula(formula)
+    if parts.response is None:
+        raise ValueError(f"glmer needs a two-sided formula 'response ~ terms', got {formula!r}")
+    if not isinstance(data, pd.DataFrame):
+        raise TypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    rhs = formula.split("~", 1)[1].strip()
+    estimator = MixedGLMRegressor(family=family, link=link, formula="~ " + rhs, nagq=nagq, max_iter=max_iter)
+    estimator._validate_params()
+    response = _glmer_response(_response(parts.response, data), family)
+    sample_weight = _weights(weights, data)
+    fam = make_family(family, link)
+    return estimator._fit_formula(data, response, None, sample_weight, None, fam, _numeric_response, formula_text=formula.strip())
+
+
+def _glmer_response(values, family: str) -> np.ndarray:
+    """A factor, string or boolean binomial response as R's glm reads it: first level 0, the others 1."""
+    values = np.asarray(values)
+    if family == "binomial" and values.dtype.kind not in "iuf":
+        levels = np.unique(values.astype(str)) if values.dtype.kind != "b" else np.array([False, True])
+        if values.dtype.kind == "b":
+            return values.astype(np.float64)
+        return (values.astype(str) != levels[0]).astype(np.float64)
+    return values

@@ -607,16 +607,14 @@ def _pearson_quantiles(est, data) -> pd.Series | None:
         return None
     from .._model.families import make_family
 
-    X, y, groups, weights, offset = data.X, data.y, data.groups, data.weights, data.offset
+    X, y, groups, weights, offset, source = data.X, data.y, data.groups, data.weights, data.offset, data.slope_source
     if weights is not None:
         rows = weights > 0
-        X, y, weights = X[rows], y[rows], weights[rows]
+        X, y, weights, source = X[rows], y[rows], weights[rows], source[rows]
         offset = None if offset is None else offset[rows]
         groups = None if groups is None else groups.loc[rows].reset_index(drop=True)
-    if hasattr(est, "feature_names_in_"):
-        X = pd.DataFrame(X, columns=est.feature_names_in_)
     family = make_family(est.family_, est.link_)
-    mu = family.link.linkinv(est._linear_predictor(X, groups=groups, offset=offset))
+    mu = family.link.linkinv(est._predict_arrays(X, source, groups, offset))
     w = np.ones_like(y) if weights is None else weights
     residuals = (y - mu) * np.sqrt(w / family.variance(mu))
     return pd.Series(np.quantile(residuals, [0.0, 0.25, 0.5, 0.75, 1.0]), index=["Min", "1Q", "Median", "3Q", "Max"])
