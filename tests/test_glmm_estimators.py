@@ -154,3 +154,34 @@ def test_warnings_singular_and_not_converged():
     X, y, g = _binary(seed=5)
     with pytest.warns(ConvergenceWarning):
         MixedLogisticRegression("(1 | g)", max_iter=2).fit(X, y, groups=g)
+
+
+def test_plots_draw_glmm_residuals_and_modes(cbpp_models):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    model = cbpp_models[1]
+    figure = sklmm.plot_residuals(model)
+    points = figure.axes[0].collections[0].get_offsets()
+    # Pearson residuals of the binomial: (y - mu) sqrt(size / (mu (1 - mu))), at the fitted means.
+    herds = load_cbpp()
+    y, size = (herds["incidence"] / herds["size"]).to_numpy(), herds["size"].to_numpy()
+    mu = model.predict(herds[["period2", "period3", "period4"]], groups=herds[["herd"]])
+    np.testing.assert_allclose(points[:, 0], mu)
+    np.testing.assert_allclose(points[:, 1], (y - mu) * np.sqrt(size / (mu * (1 - mu))))
+    assert len(sklmm.plot_caterpillar(model).axes) == 1
+
+
+def test_glmer_formula_matches_the_estimator_on_columns():
+    herds = load_cbpp()
+    herds["prop"] = herds["incidence"] / herds["size"]
+    formula_model = sklmm.glmer("prop ~ period + (1 | herd)", herds, family="binomial", weights="size")
+    X, y, groups = load_cbpp(return_X_y_groups=True)
+    column_model = MixedGLMRegressor(random_effects="(1 | herd)").fit(X, y, groups=groups, sample_weight=herds["size"])
+    assert formula_model.objective_ == pytest.approx(column_model.objective_, abs=1e-8)
+    np.testing.assert_allclose(formula_model.predict(herds), column_model.predict(X, groups=groups), atol=1e-8)
+    # A factor response (strings) as R reads it: the first level is failure.
+    herds["any"] = np.where(herds["incidence"] > 0, "yes", "no")
+    binary = sklmm.glmer("any ~ period + (1 | herd)", herds, family="binomial")
+    assert binary.predict(herds).min() > 0 and binary.fixed_effects_.index[0] == "(Intercept)"

@@ -273,7 +273,8 @@ class ModelSummary:
 
 
 def fitted_and_residuals(est, data) -> tuple[np.ndarray, np.ndarray]:
-    """Fitted values (conditional on the random effects) and Pearson residuals ``sqrt(w) (y - fitted)``.
+    """Fitted values (conditional on the random effects) and Pearson residuals ``sqrt(w) (y - fitted)``
+    (for a GLMM: the fitted means and ``(y - mu) sqrt(w / V(mu))``).
 
     Over the rows the fit used (rows with weight 0 are left out), from the
     training data ``data`` (a :class:`sklmm._fit.TrainingData`).
@@ -284,6 +285,14 @@ def fitted_and_residuals(est, data) -> tuple[np.ndarray, np.ndarray]:
         X, y, weights, source = X[rows], y[rows], weights[rows], source[rows]
         offset = None if offset is None else offset[rows]
         groups = None if groups is None else groups.loc[rows].reset_index(drop=True)
+    if getattr(est, "family_", None) is not None:
+        # A GLMM: fitted means on the response scale, Pearson residuals (y - mu) sqrt(w / V(mu)).
+        from .._model.families import make_family
+
+        family = make_family(est.family_, est.link_)
+        mu = family.link.linkinv(est._predict_arrays(X, source, groups, offset))
+        w = np.ones_like(y) if weights is None else weights
+        return mu, (y - mu) * np.sqrt(w / family.variance(mu))
     fitted = est._predict_arrays(X, source, groups, None)  # y here is the response minus any offset
     residuals = y - fitted
     if offset is not None:
@@ -605,16 +614,5 @@ def _pearson_quantiles(est, data) -> pd.Series | None:
     """Quantiles of the Pearson residuals ``(y - mu) sqrt(w / V(mu))``, as lme4's summary."""
     if data is None:
         return None
-    from .._model.families import make_family
-
-    X, y, groups, weights, offset, source = data.X, data.y, data.groups, data.weights, data.offset, data.slope_source
-    if weights is not None:
-        rows = weights > 0
-        X, y, weights, source = X[rows], y[rows], weights[rows], source[rows]
-        offset = None if offset is None else offset[rows]
-        groups = None if groups is None else groups.loc[rows].reset_index(drop=True)
-    family = make_family(est.family_, est.link_)
-    mu = family.link.linkinv(est._predict_arrays(X, source, groups, offset))
-    w = np.ones_like(y) if weights is None else weights
-    residuals = (y - mu) * np.sqrt(w / family.variance(mu))
+    _, residuals = fitted_and_residuals(est, data)
     return pd.Series(np.quantile(residuals, [0.0, 0.25, 0.5, 0.75, 1.0]), index=["Min", "1Q", "Median", "3Q", "Max"])
