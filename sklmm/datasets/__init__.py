@@ -217,7 +217,7 @@ def load_cbpp(return_X_y_groups: bool = False):
     frame = _load("cbpp", "incidence", [], ["herd", "period"], False)
     if not return_X_y_groups:
         return frame
-    return frame[["period2", "period3", "period4"]].copy(), (frame["incidence"] / frame["size"]).rename("prop"), frame[["herd"]].copy()
+    return frame[["period2", "period3", "period4"]].copy(), (frame["incidence"] / frame["size"]).rename("prop"), frame["herd"].copy()
 
 
 def load_contraception(return_X_y_groups: bool = False):
@@ -251,7 +251,7 @@ def load_contraception(return_X_y_groups: bool = False):
     frame = _load("contraception", "use", [], ["district", "woman", "livch", "urban"], False)
     if not return_X_y_groups:
         return frame
-    return frame[["age", "age2", "urbanY", "livch1", "livch2", "livch3"]].copy(), frame["use"].copy(), frame[["district"]].copy()
+    return frame[["age", "age2", "urbanY", "livch1", "livch2", "livch3"]].copy(), frame["use"].copy(), frame["district"].copy()
 
 
 def load_grouseticks(return_X_y_groups: bool = False):
