@@ -92,7 +92,10 @@ off = d[p["offset"]].to_numpy(float) if p["offset"] else None
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     warm = d.head(min(len(d), 200))  # warm-up fit: lazy imports and BLAS inspection are not timed
-    sklmm.clone(est).fit(X.head(len(warm)), warm[p["response"]], groups=warm[p["groups"]], sample_weight=None if w is None else w[:len(warm)], offset=None if off is None else off[:len(warm)])
+    try:
+        sklmm.clone(est).fit(X.head(len(warm)), warm[p["response"]], groups=warm[p["groups"]], sample_weight=None if w is None else w[:len(warm)], offset=None if off is None else off[:len(warm)])
+    except ValueError:
+        pass  # e.g. a factor with one level in the first rows
     t = time.perf_counter()
     est.fit(X, d[p["response"]], groups=d[p["groups"]], sample_weight=w, offset=off)
     seconds = time.perf_counter() - t
@@ -114,7 +117,10 @@ off = d[p["offset"]].to_numpy(float) if p["offset"] else None
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     warm = d.head(min(len(d), 200))
-    mixedlm.glmer(f, warm, family=family, weights=None if w is None else w[:len(warm)], offset=None if off is None else off[:len(warm)], nAGQ=p["nAGQ"])
+    try:
+        mixedlm.glmer(f, warm, family=family, weights=None if w is None else w[:len(warm)], offset=None if off is None else off[:len(warm)], nAGQ=p["nAGQ"])
+    except Exception:
+        pass
     t = time.perf_counter()
     r = mixedlm.glmer(f, d, family=family, weights=w, offset=off, nAGQ=p["nAGQ"])
     seconds = time.perf_counter() - t
