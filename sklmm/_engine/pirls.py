@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import Bounds, minimize
 
 from .. import _warnings
 from .._model.families import Family
@@ -56,8 +57,6 @@ from .._model.bars import INTERCEPT
 from .._model.terms import ReTerm, build_terms
 from .deviance import Factorization, ProfiledDeviance
 from .fit import SINGULAR_TOLERANCE, SMALL_REST, FittedTerm, _blas_controller, independent_columns
-from scipy.optimize import Bounds, minimize
-
 from .optimize import NoFiniteObjective, OptimizeResult, optimize_theta
 
 #: PIRLS stops when a full step moves the linear predictor by less than this (relative to max |eta|).

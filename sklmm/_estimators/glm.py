@@ -368,6 +368,17 @@ class MixedLogisticRegression(ClassifierMixin, _MixedGLMBase):
         Returns
         -------
         self
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklmm import MixedLogisticRegression
+        >>> g = np.repeat(np.arange(6), 10)
+        >>> x = np.tile(np.linspace(-2, 2, 10), 6).reshape(-1, 1)
+        >>> y = (x[:, 0] + np.repeat([-1, 0, 1, -1, 0, 1], 10) * 0.8 + np.tile([0.9, -0.9], 30)) > 0
+        >>> model = MixedLogisticRegression("(1 | group)").fit(x, y, groups=g)
+        >>> model.classes_.tolist()
+        [False, True]
         """
         self._validate_params()
         return self._fit_any(X, y, groups, sample_weight, offset, make_family("binomial", self.link), self._class_codes)
@@ -395,6 +406,17 @@ class MixedLogisticRegression(ClassifierMixin, _MixedGLMBase):
         Returns
         -------
         ndarray of shape (n_samples,)
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklmm import MixedLogisticRegression
+        >>> g = np.repeat(np.arange(6), 10)
+        >>> x = np.tile(np.linspace(-2, 2, 10), 6).reshape(-1, 1)
+        >>> y = (x[:, 0] + np.repeat([-1, 0, 1, -1, 0, 1], 10) * 0.8 + np.tile([0.9, -0.9], 30)) > 0
+        >>> model = MixedLogisticRegression("(1 | group)").fit(x, y, groups=g)
+        >>> model.decision_function(x[:2], groups=g[:2]).round(0).tolist()
+        [-6.0, -5.0]
         """
         check_is_fitted(self)
         return self._linear_predictor(X, groups, offset)
@@ -405,12 +427,35 @@ class MixedLogisticRegression(ClassifierMixin, _MixedGLMBase):
         Returns
         -------
         ndarray of shape (n_samples, 2)
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklmm import MixedLogisticRegression
+        >>> g = np.repeat(np.arange(6), 10)
+        >>> x = np.tile(np.linspace(-2, 2, 10), 6).reshape(-1, 1)
+        >>> y = (x[:, 0] + np.repeat([-1, 0, 1, -1, 0, 1], 10) * 0.8 + np.tile([0.9, -0.9], 30)) > 0
+        >>> model = MixedLogisticRegression("(1 | group)").fit(x, y, groups=g)
+        >>> model.predict_proba(x[:2], groups=g[:2]).round(2).tolist()
+        [[1.0, 0.0], [0.99, 0.01]]
         """
         p = self._mean(self.decision_function(X, groups, offset))
         return np.column_stack([1.0 - p, p])
 
     def predict_log_proba(self, X, groups=None, offset=None):
-        """Logarithm of :meth:`predict_proba`."""
+        """Logarithm of :meth:`predict_proba`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklmm import MixedLogisticRegression
+        >>> g = np.repeat(np.arange(6), 10)
+        >>> x = np.tile(np.linspace(-2, 2, 10), 6).reshape(-1, 1)
+        >>> y = (x[:, 0] + np.repeat([-1, 0, 1, -1, 0, 1], 10) * 0.8 + np.tile([0.9, -0.9], 30)) > 0
+        >>> model = MixedLogisticRegression("(1 | group)").fit(x, y, groups=g)
+        >>> model.predict_log_proba(x[:1], groups=g[:1]).round(0).tolist()
+        [[-0.0, -6.0]]
+        """
         with np.errstate(divide="ignore"):
             return np.log(self.predict_proba(X, groups, offset))
 
@@ -420,12 +465,35 @@ class MixedLogisticRegression(ClassifierMixin, _MixedGLMBase):
         Returns
         -------
         ndarray of shape (n_samples,)
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklmm import MixedLogisticRegression
+        >>> g = np.repeat(np.arange(6), 10)
+        >>> x = np.tile(np.linspace(-2, 2, 10), 6).reshape(-1, 1)
+        >>> y = (x[:, 0] + np.repeat([-1, 0, 1, -1, 0, 1], 10) * 0.8 + np.tile([0.9, -0.9], 30)) > 0
+        >>> model = MixedLogisticRegression("(1 | group)").fit(x, y, groups=g)
+        >>> model.predict(x[:3]).tolist()
+        [False, False, False]
         """
         p = self.predict_proba(X, groups, offset)[:, 1]
         return self.classes_[(p > 0.5).astype(np.intp)]
 
     def score(self, X, y, sample_weight=None, groups=None, offset=None):
-        """Accuracy of :meth:`predict` (conditional on ``groups`` when given)."""
+        """Accuracy of :meth:`predict` (conditional on ``groups`` when given).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklmm import MixedLogisticRegression
+        >>> g = np.repeat(np.arange(6), 10)
+        >>> x = np.tile(np.linspace(-2, 2, 10), 6).reshape(-1, 1)
+        >>> y = (x[:, 0] + np.repeat([-1, 0, 1, -1, 0, 1], 10) * 0.8 + np.tile([0.9, -0.9], 30)) > 0
+        >>> model = MixedLogisticRegression("(1 | group)").fit(x, y, groups=g)
+        >>> 0.5 < model.score(x, y, groups=g) <= 1.0
+        True
+        """
         from sklearn.metrics import accuracy_score
 
         return accuracy_score(y, self.predict(X, groups=groups, offset=offset), sample_weight=sample_weight)
@@ -500,6 +568,16 @@ class MixedGLMRegressor(RegressorMixin, _MixedGLMBase):
         Returns
         -------
         self
+
+        Examples
+        --------
+        >>> from sklmm import MixedGLMRegressor
+        >>> from sklmm.datasets import load_cbpp
+        >>> X, y, groups = load_cbpp(return_X_y_groups=True)
+        >>> size = load_cbpp()["size"]
+        >>> model = MixedGLMRegressor(random_effects="(1 | herd)").fit(X, y, groups=groups, sample_weight=size)
+        >>> round(model.objective_, 3)  # lme4: 184.053
+        184.053
         """
         self._validate_params()
         family = make_family(self.family, self.link)
@@ -513,17 +591,49 @@ class MixedGLMRegressor(RegressorMixin, _MixedGLMBase):
         Returns
         -------
         ndarray of shape (n_samples,)
+
+        Examples
+        --------
+        >>> from sklmm import MixedGLMRegressor
+        >>> from sklmm.datasets import load_cbpp
+        >>> X, y, groups = load_cbpp(return_X_y_groups=True)
+        >>> size = load_cbpp()["size"]
+        >>> model = MixedGLMRegressor(random_effects="(1 | herd)").fit(X, y, groups=groups, sample_weight=size)
+        >>> model.predict(X.head(2), groups=groups.head(2)).round(3).tolist()  # lme4: 0.308 0.142
+        [0.308, 0.142]
         """
         check_is_fitted(self)
         return self._mean(self._linear_predictor(X, groups, offset))
 
     def predict_linear(self, X, groups=None, offset=None):
-        """The linear predictor eta (lme4's ``predict(type = "link")``)."""
+        """The linear predictor eta (lme4's ``predict(type = "link")``).
+
+        Examples
+        --------
+        >>> from sklmm import MixedGLMRegressor
+        >>> from sklmm.datasets import load_cbpp
+        >>> X, y, groups = load_cbpp(return_X_y_groups=True)
+        >>> size = load_cbpp()["size"]
+        >>> model = MixedGLMRegressor(random_effects="(1 | herd)").fit(X, y, groups=groups, sample_weight=size)
+        >>> model.predict_linear(X.head(2)).round(3).tolist()  # log-odds, population level
+        [-1.399, -2.391]
+        """
         check_is_fitted(self)
         return self._linear_predictor(X, groups, offset)
 
     def score(self, X, y, sample_weight=None, groups=None, offset=None):
-        """R^2 of :meth:`predict` (conditional on ``groups`` when given)."""
+        """R^2 of :meth:`predict` (conditional on ``groups`` when given).
+
+        Examples
+        --------
+        >>> from sklmm import MixedGLMRegressor
+        >>> from sklmm.datasets import load_cbpp
+        >>> X, y, groups = load_cbpp(return_X_y_groups=True)
+        >>> size = load_cbpp()["size"]
+        >>> model = MixedGLMRegressor(random_effects="(1 | herd)").fit(X, y, groups=groups, sample_weight=size)
+        >>> round(model.score(X, y, groups=groups), 2)
+        0.49
+        """
         from sklearn.metrics import r2_score
 
         return r2_score(y, self.predict(X, groups=groups, offset=offset), sample_weight=sample_weight)
@@ -564,6 +674,14 @@ class MixedPoissonRegressor(MixedGLMRegressor):
 
     @property
     def family(self):
+        """The family: always ``"poisson"`` (not a parameter of this class).
+
+        Examples
+        --------
+        >>> from sklmm import MixedPoissonRegressor
+        >>> MixedPoissonRegressor().family
+        'poisson'
+        """
         return "poisson"
 
 
