@@ -5,12 +5,13 @@ from ._inference.emmeans import EMMeans, emmeans
 from ._inference.bootstrap import BootstrapResult
 from ._inference.bootstrap import parametric_bootstrap as bootstrap
 from ._estimators.formula import lmer
+from ._estimators.glm import MixedGLMRegressor, MixedLogisticRegression, MixedPoissonRegressor, glmer
 from ._estimators.linear import MixedLinearRegressor
 from ._model.bars import FormulaError
 from ._report.plots import plot_caterpillar, plot_residuals
 from ._estimators.scoring import make_conditional_scorer
 from ._report.summary import ModelSummary
-from ._warnings import ExactFitWarning, RankDeficientWarning, SingularFitWarning
+from ._warnings import ExactFitWarning, RankDeficientWarning, SeparationWarning, SingularFitWarning
 
 __all__ = [
     "AnovaTable",
@@ -18,13 +19,18 @@ __all__ = [
     "EMMeans",
     "ExactFitWarning",
     "FormulaError",
+    "MixedGLMRegressor",
     "MixedLinearRegressor",
+    "MixedLogisticRegression",
+    "MixedPoissonRegressor",
     "ModelSummary",
     "RankDeficientWarning",
+    "SeparationWarning",
     "SingularFitWarning",
     "anova",
     "bootstrap",
     "emmeans",
+    "glmer",
     "lmer",
     "make_conditional_scorer",
     "plot_caterpillar",

@@ -83,6 +83,30 @@ class ExactFitWarning(UserWarning):
     """
 
 
+class SeparationWarning(UserWarning):
+    """Fitted probabilities numerically 0 or 1: the classes are (quasi-)completely separated.
+
+    As R's ``glm.fit`` warning: some linear combination of the fixed-effect
+    columns predicts the outcome perfectly, so the maximum-likelihood
+    coefficients are infinite.  The reported coefficients are large and
+    finite (where the iterations stopped) and their standard errors are
+    meaningless.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import numpy as np
+    >>> from sklmm import MixedLogisticRegression, SeparationWarning
+    >>> x = np.arange(10.0).reshape(-1, 1)
+    >>> y = x[:, 0] > 4.5                               # x separates the classes
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     model = MixedLogisticRegression().fit(x, y)
+    >>> any(w.category is SeparationWarning for w in caught)
+    True
+    """
+
+
 def warn_singular(fit) -> None:
     """Warn about a boundary fit, naming the terms at the boundary."""
     from ._engine.fit import SINGULAR_TOLERANCE
@@ -143,4 +167,15 @@ def warn_exact_fit_by_random_effects(sigma: float, spread: float) -> None:
         "many effects as the data have distinct values (e.g. one observation per level and slope).",
         ExactFitWarning,
         stacklevel=_external_stacklevel(),
+    )
+
+
+def warn_separation(n_extreme: int, n_obs: int) -> None:
+    warnings.warn(
+        f"fitted probabilities numerically 0 or 1 occurred for {n_extreme} of {n_obs} rows: "
+        "the classes are (quasi-)completely separated by the fixed effects, so some coefficients "
+        "diverge (their estimates and standard errors are meaningless, only their signs are). "
+        "Remove or merge the separating covariate or level, or use a penalised model.",
+        SeparationWarning,
+        stacklevel=4,
     )

@@ -35,8 +35,29 @@ CASES = [
 IDS = [case[1] for case in CASES]
 
 
+#: The GLMM datasets (tests/test_glmm_datasets below): loader, glmer reference case, shape.
+GLMM_CASES = [
+    (datasets.load_cbpp, "cbpp", (56, 7)),
+    (datasets.load_contraception, "contraception", (1934, 11)),
+    (datasets.load_grouseticks, "grouseticks", (403, 9)),
+]
+
+
 def test_every_loader_is_public():
-    assert sorted(datasets.__all__) == sorted(case[0].__name__ for case in CASES)
+    assert sorted(datasets.__all__) == sorted([case[0].__name__ for case in CASES] + [case[0].__name__ for case in GLMM_CASES])
+
+
+@pytest.mark.parametrize("loader, case, shape", GLMM_CASES, ids=[c[1] for c in GLMM_CASES])
+def test_glmm_datasets_are_the_glmer_reference_data(loader, case, shape):
+    """The same numbers as the data lme4 1.1-31 fitted in tests/data/glmer/<case>."""
+    frame = loader()
+    assert frame.shape == shape
+    reference = pd.read_csv(Path(__file__).parent / "data" / "glmer" / case / "data.csv")
+    X, y, groups = loader(return_X_y_groups=True)
+    response = json.loads((Path(__file__).parent / "data" / "glmer" / case / "spec.json").read_text())["response"]
+    np.testing.assert_allclose(np.asarray(y == "Y", dtype=float) if pd.api.types.is_string_dtype(y) else y, reference[response])
+    ref_fixed = reference[[c for c in reference.columns if c.startswith("x_")]].to_numpy()
+    np.testing.assert_allclose(X.to_numpy(), ref_fixed, rtol=1e-12)
 
 
 @pytest.mark.parametrize("loader, case, shape, response, fixed, groups, levels", CASES, ids=IDS)

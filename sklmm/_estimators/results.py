@@ -13,7 +13,8 @@ def variance_components_frame(fit: LmmFit) -> pd.DataFrame:
 
     One row per variance (``var2`` missing, ``sdcor`` the standard deviation),
     then one per covariance of the same term (``sdcor`` the correlation), term
-    by term in theta's order, and a last ``Residual`` row.
+    by term in theta's order, and a last ``Residual`` row (none for a GLMM
+    without a scale parameter).
     """
     rows = []
     sigma2 = fit.sigma**2
@@ -27,8 +28,9 @@ def variance_components_frame(fit: LmmFit) -> pd.DataFrame:
                 with np.errstate(invalid="ignore", divide="ignore"):
                     corr = cov[i, j] / (sd[i] * sd[j])
                 rows.append((term.factor_name, term.columns[i], term.columns[j], cov[i, j], corr))
-    rows.append(("Residual", None, None, sigma2, fit.sigma))
-    group, var1, var2, vcov, sdcor = zip(*rows)
+    if getattr(fit, "has_residual", True):  # binomial and Poisson GLMMs have no residual row
+        rows.append(("Residual", None, None, sigma2, fit.sigma))
+    group, var1, var2, vcov, sdcor = zip(*rows) if rows else ((), (), (), (), ())
     return pd.DataFrame(
         {
             "group": pd.Series(group, dtype=object),
@@ -56,7 +58,7 @@ def random_effects_frames(fit: LmmFit) -> dict[str, pd.DataFrame]:
     return frames
 
 
-def fixed_effects_frame(fit: LmmFit) -> pd.DataFrame:
+def fixed_effects_frame(fit) -> pd.DataFrame:
     """Estimate, standard error and t value of each estimated fixed effect."""
     names = [fit.fixed_names[j] for j in fit.kept]
     estimate = fit.beta[fit.kept]
@@ -64,6 +66,15 @@ def fixed_effects_frame(fit: LmmFit) -> pd.DataFrame:
     with np.errstate(invalid="ignore", divide="ignore"):
         t_value = estimate / std_error
     return pd.DataFrame({"estimate": estimate, "std_error": std_error, "t_value": t_value}, index=pd.Index(names, dtype=object))
+
+
+def fixed_effects_z_frame(fit) -> pd.DataFrame:
+    """Estimate, standard error, z value and two-sided normal p-value (lme4's glmer table)."""
+    from scipy.stats import norm
+
+    frame = fixed_effects_frame(fit).rename(columns={"t_value": "z_value"})
+    frame["p_value"] = 2.0 * norm.sf(np.abs(frame["z_value"].to_numpy()))
+    return frame
 
 
 def fixed_effects_cov_frame(fit: LmmFit) -> pd.DataFrame:

@@ -76,7 +76,16 @@ class AnovaTable(pd.DataFrame):
 
 
 def _n_params(est) -> int:
-    return len(est.fixed_effects_) + len(est.theta_) + 1
+    """lme4's logLik df: fixed effects, theta, and sigma for the linear model (binomial and Poisson GLMMs have none)."""
+    return len(est.fixed_effects_) + len(est.theta_) + (0 if _is_glmm(est) else 1)
+
+
+def _is_glmm(est) -> bool:
+    return getattr(est, "family_", None) is not None
+
+
+def _reml(est) -> bool:
+    return bool(getattr(est, "reml", False))
 
 
 def _ml_criteria(est) -> tuple[float, int, int]:
@@ -102,10 +111,12 @@ def anova(*models, refit: bool = True, names=None, type=3, ddf="satterthwaite") 
 
     Parameters
     ----------
-    *models : MixedLinearRegressor
-        One fitted model (F tests of its terms), or two or more models
-        fitted to the same observations, typically nested (each a special
-        case of the next).
+    *models : MixedLinearRegressor, or GLMM estimators
+        One fitted linear mixed model (F tests of its terms), or two or more
+        models fitted to the same observations, typically nested (each a
+        special case of the next).  Generalised models
+        (:class:`MixedLogisticRegression`, :class:`MixedGLMRegressor`) are
+        compared by their -2 logLik as fitted (lme4's ``anova`` of glmer fits).
     refit : bool, default=True
         Refit REML fits by maximum likelihood first, as lme4 does (the
         table's note says so).  ``False`` compares the criteria as fitted;
@@ -159,16 +170,25 @@ def anova(*models, refit: bool = True, names=None, type=3, ddf="satterthwaite") 
     n_obs = {int(m.n_obs_) for m in models}
     if len(n_obs) > 1:
         raise ValueError(f"models were not all fitted to the same size of dataset (numbers of observations: {sorted(n_obs)})")
-    any_reml = any(m.reml for m in models)
+    if len({_is_glmm(m) for m in models}) > 1:
+        raise ValueError("anova compares models of one kind: linear mixed models, or generalised ones of the same family")
+    if len({getattr(m, "family_", None) for m in models}) > 1:
+        raise ValueError(f"the models have different families {sorted({m.family_ for m in models})}; their likelihoods are not comparable")
+    if len({getattr(m, "_fit_result", None) and m._fit_result.nagq > 1 for m in models}) > 1:
+        raise ValueError(
+            "some models were fitted with nagq > 1 and some with the Laplace approximation; their -2 logLik are on "
+            "different scales (lme4's AGQ deviance omits the saturated-model constant): fit all with the same nagq"
+        )
+    any_reml = any(_reml(m) for m in models)
     rows = []
     for name, model in zip(names, models):
         npar = _n_params(model)
-        if refit and model.reml:
+        if refit and _reml(model):
             loglik, npar, n = _ml_criteria(model)
         else:
             loglik, n = float(model.log_likelihood_), int(model.n_obs_)
         rows.append((name, npar, loglik, n))
-    if not refit and any(m.reml for m in models) and not all(m.reml for m in models):
+    if not refit and any(_reml(m) for m in models) and not all(_reml(m) for m in models):
         warnings.warn("some models were fit with REML and some with ML: their criteria are not comparable", UserWarning, stacklevel=2)
     order = sorted(range(len(rows)), key=lambda i: rows[i][1])  # stable: ties keep argument order
     rows = [rows[i] for i in order]

@@ -97,3 +97,15 @@ def confint(est, method: str = "profile", level: float = 0.95, parm=None, n_boot
         {"method": "bootstrap", "level": level, "n_boot": n_boot, "n_failed": result.n_failed, "messages": list(result.messages)}
     )
     return frame
+
+
+def glmm_wald_intervals(est, level: float) -> pd.DataFrame:
+    """Wald intervals of a GLMM, as lme4's ``confint(glmer, method = "Wald")``.
+
+    The variance parameters' rows (no ``sigma`` for binomial and Poisson
+    families) are NaN; the fixed effects' are ``estimate -/+ z SE``.
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level={level!r} must be between 0 and 1")
+    variance = [name for name in _parameters.parameter_names(est._fitted_terms) if name != "sigma"]
+    return wald_confint(est, level, variance + list(est.fixed_effects_.index))

@@ -118,3 +118,29 @@ def simulate(model: SimulationModel, n_sim: int, random_state=None) -> np.ndarra
     for k in range(n_sim):
         out[:, k] = model.draw(rng)
     return out
+
+
+def simulate_glmm(est, data, n_sim: int, random_state=None) -> np.ndarray:
+    """Draws from a fitted GLMM on its training rows, as lme4's ``simulate`` of a glmer fit.
+
+    Each draw takes new random effects (``use.u = FALSE``), then the
+    response from the family at ``mu = linkinv(offset + X beta + Z b*)``:
+    binomial proportions of the row's trials (``sample_weight``, 1 for
+    labels), Poisson counts.  Rows with weight 0 are NaN.
+    """
+    from .._model.families import make_family
+
+    family = make_family(est.family_, est.link_)
+    model = simulation_model(data, est.coef_, est.intercept_, est._fitted_terms, 1.0)
+    offset = 0.0 if data.offset is None else data.offset
+    trials = np.ones(len(model.mean)) if data.weights is None else data.weights
+    rng = as_generator(random_state)
+    out = np.empty((len(model.mean), n_sim))
+    for k in range(n_sim):
+        eta = model.mean + offset
+        for (refs, z, factor), m in zip(model.terms, model.n_levels):
+            b = rng.standard_normal((m, factor.shape[0])) @ factor.T
+            eta = eta + np.einsum("ij,ij->i", z, b[refs])
+        out[:, k] = family.simulate(family.link.linkinv(eta), trials, rng)
+    out[trials == 0] = np.nan
+    return out

@@ -347,7 +347,8 @@ def _signif_symbol(p: float) -> str:
 
 
 def fitted_and_residuals(est, data) -> tuple[np.ndarray, np.ndarray]:
-    """Fitted values (conditional on the random effects) and Pearson residuals ``sqrt(w) (y - fitted)``.
+    """Fitted values (conditional on the random effects) and Pearson residuals ``sqrt(w) (y - fitted)``
+    (for a GLMM: the fitted means and ``(y - mu) sqrt(w / V(mu))``).
 
     Over the rows the fit used (rows with weight 0 are left out), from the
     training data ``data`` (a :class:`sklmm._fit.TrainingData`).
@@ -358,6 +359,14 @@ def fitted_and_residuals(est, data) -> tuple[np.ndarray, np.ndarray]:
         X, y, weights, source = X[rows], y[rows], weights[rows], source[rows]
         offset = None if offset is None else offset[rows]
         groups = None if groups is None else groups.loc[rows].reset_index(drop=True)
+    if getattr(est, "family_", None) is not None:
+        # A GLMM: fitted means on the response scale, Pearson residuals (y - mu) sqrt(w / V(mu)).
+        from .._model.families import make_family
+
+        family = make_family(est.family_, est.link_)
+        mu = family.link.linkinv(est._predict_arrays(X, source, groups, offset))
+        w = np.ones_like(y) if weights is None else weights
+        return mu, (y - mu) * np.sqrt(w / family.variance(mu))
     fitted = est._predict_arrays(X, source, groups, None)  # y here is the response minus any offset
     residuals = y - fitted
     if offset is not None:
@@ -532,3 +541,202 @@ def summarize(est, ddf="satterthwaite") -> ModelSummary:
         ddf=ddf,
     )
 
+
+
+# -- generalised linear mixed models (lme4's summary(glmer)) ------------------------------
+
+#: R's ``symnum`` cut points and symbols for significance stars.
+_STARS = ((0.001, "***"), (0.01, "**"), (0.05, "*"), (0.1, "."), (1.0, " "))
+_SIGNIF_LEGEND = "Signif. codes:  0 \u2018***\u2019 0.001 \u2018**\u2019 0.01 \u2018*\u2019 0.05 \u2018.\u2019 0.1 \u2018 \u2019 1"
+
+
+def format_pval(pv, digits: int = 3) -> list[str]:
+    """R's ``format.pval(pv, digits)`` (as ``printCoefmat`` calls it, eps = machine epsilon).
+
+    Examples
+    --------
+    >>> format_pval([1.468e-09, 0.0010677, 0.00047448, 0.00018181])
+    ['1.47e-09', '0.001068', '0.000474', '0.000182']
+    """
+    pv = np.asarray(pv, dtype=float)
+    eps = np.finfo(float).eps
+    out = [""] * len(pv)
+    small = pv < eps
+    rest = np.flatnonzero(~small)
+    if len(rest):
+        values = pv[rest]
+        expo = np.floor(np.log10(np.where(values > 0, values, 1e-50)))
+        fixp = (expo >= -3) | ((expo == -4) & (digits > 1))
+        for mask in (fixp, ~fixp):
+            if mask.any():
+                for i, text in zip(rest[mask], format_real(values[mask], digits)):
+                    out[i] = text.strip()
+    if small.any():
+        d = max(1, digits - 2)
+        if len(rest):
+            nc = max(len(out[i]) for i in rest)
+            if d > 1 and d + 6 > nc:
+                d = max(1, nc - 7)
+            sep = "" if d == 1 and nc <= 6 else " "
+        else:
+            sep = "" if d == 1 else " "
+        for i in np.flatnonzero(small):
+            out[i] = "<" + sep + format_real([eps], d)[0].strip()
+    return out
+
+
+def _stars(p: float) -> str:
+    for cut, symbol in _STARS:
+        if p <= cut:
+            return symbol
+    return " "
+
+
+@dataclass
+class GlmmSummary(ModelSummary):
+    """A fitted GLMM's summary, as lme4's ``summary(glmer)``.
+
+    As :class:`ModelSummary`, with ``family`` (e.g. ``"binomial  ( logit )"``),
+    the criterion ``AIC``, ``BIC``, ``logLik``, ``deviance`` (-2 logLik, as
+    lme4), ``df.resid``, Pearson residuals, no residual row in the random
+    effects, and a fixed-effects table with ``z value`` and ``Pr(>|z|)``.
+
+    Examples
+    --------
+    >>> from sklmm import MixedGLMRegressor
+    >>> from sklmm.datasets import load_cbpp
+    >>> X, y, groups = load_cbpp(return_X_y_groups=True)
+    >>> size = load_cbpp()["size"]
+    >>> model = MixedGLMRegressor(family="binomial", random_effects="(1 | herd)").fit(X, y, groups=groups, sample_weight=size)
+    >>> print(model.summary())  # doctest: +NORMALIZE_WHITESPACE
+    Generalized linear mixed model fit by maximum likelihood (Laplace
+      Approximation) ['MixedGLMRegressor']
+     Family: binomial  ( logit )
+    Formula: y ~ 1 + period2 + period3 + period4 + (1 | herd)
+    Weights: sample_weight
+    <BLANKLINE>
+         AIC      BIC   logLik deviance df.resid
+       194.1    204.2    -92.0    184.1       51
+    <BLANKLINE>
+    Scaled residuals:
+        Min      1Q  Median      3Q     Max
+    -2.3818 -0.7888 -0.2024  0.5146  2.8796
+    <BLANKLINE>
+    Random effects:
+     Groups Name        Variance Std.Dev.
+     herd   (Intercept) 0.4125   0.6423
+    Number of obs: 56, groups:  herd, 15
+    <BLANKLINE>
+    Fixed effects:
+                Estimate Std. Error z value Pr(>|z|)
+    (Intercept)  -1.3985     0.2325  -6.016 1.78e-09 ***
+    period2      -0.9923     0.3066  -3.236 0.001212 **
+    period3      -1.1287     0.3266  -3.455 0.000550 ***
+    period4      -1.5803     0.4274  -3.697 0.000218 ***
+    ---
+    Signif. codes:  0 ‘***’ 0.001 ‘**’ 0.01 ‘*’ 0.05 ‘.’ 0.1 ‘ ’ 1
+    <BLANKLINE>
+    Correlation of Fixed Effects:
+            (Intr) perid2 perid3
+    period2 -0.364
+    period3 -0.340  0.279
+    period4 -0.261  0.212  0.197
+    <BLANKLINE>
+    """
+
+    family: str = ""
+
+    def _lines(self) -> list[str]:
+        import textwrap
+
+        title = textwrap.wrap(f"{self.method_title} ['{self.class_name}']", width=71)
+        lines = ["\n  ".join(title), f" Family: {self.family}", f"Formula: {self.formula}"]
+        if self.weighted:
+            lines.append("Weights: sample_weight")
+        lines.append("")
+        lines.extend(self._criterion_lines())
+        lines.append("")
+        if self.scaled_residuals is not None:
+            lines.append("Scaled residuals: ")
+            values = format_real(zapsmall(self.scaled_residuals.to_numpy(), DIGITS + 1), DIGITS)
+            lines.extend(print_named(values, list(self.scaled_residuals.index)))
+            lines.append("")
+        lines.append("Random effects:")
+        lines.extend(self._random_effects_lines())
+        lines.append(self._groups_line())
+        if len(self.fixed_effects):
+            lines.append("")
+            lines.append("Fixed effects:")
+            lines.extend(self._fixed_effects_lines())
+            lines.extend(self._correlation_lines())
+        lines.extend(self.messages)
+        return lines
+
+    def _fixed_effects_lines(self) -> list[str]:
+        """``printCoefmat`` with z values, p values and significance stars."""
+        table = self.fixed_effects.rename(columns={"z value": "t value"})
+        base = ModelSummary._fixed_effects_lines(
+            ModelSummary(**{**{f: getattr(self, f) for f in ModelSummary.__dataclass_fields__}, "fixed_effects": table})
+        )
+        header = base[0].replace("t value", "z value")
+        p = self.fixed_effects["Pr(>|z|)"].to_numpy()
+        p_text = format_pval(p, 3)
+        width = max(len("Pr(>|z|)"), *(len(t) for t in p_text))
+        stars = [_stars(v) for v in p]
+        show = bool(np.any(p < 0.1))
+        lines = [header + " " + "Pr(>|z|)".rjust(width) + ("    " if show else "")]
+        for line, text, star in zip(base[1:], p_text, stars):
+            lines.append(line + " " + text.rjust(width) + (" " + star.ljust(3) if show else ""))
+        if show:
+            lines.extend(["---", _SIGNIF_LEGEND])
+        return lines
+
+
+def summarize_glmm(est) -> GlmmSummary:
+    """Collect the summary of a fitted GLMM estimator (lme4's ``summary(glmer)``)."""
+    fit = est._fit_result
+    fixed = est.fixed_effects_.rename(columns={"estimate": "Estimate", "std_error": "Std. Error", "z_value": "z value", "p_value": "Pr(>|z|)"})
+    cov = est.fixed_effects_cov_.to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sd = np.sqrt(np.diag(cov))
+        correlation = cov / np.outer(sd, sd)
+    correlation = pd.DataFrame(correlation, index=est.fixed_effects_cov_.index, columns=est.fixed_effects_cov_.columns)
+    n_params = len(est.fixed_effects_) + len(est.theta_)
+    criterion = pd.Series(
+        {"AIC": est.aic_, "BIC": est.bic_, "logLik": est.log_likelihood_, "deviance": est.objective_, "df.resid": float(est.n_obs_ - n_params)}
+    )
+    approximation = "Laplace Approximation" if fit.nagq <= 1 else f"Adaptive Gauss-Hermite Quadrature, nAGQ = {fit.nagq}"
+    if not est._fitted_terms:
+        title = "Generalized linear model fit by maximum likelihood"
+    else:
+        title = f"Generalized linear mixed model fit by maximum likelihood ({approximation})"
+    n_groups = {}
+    for term in est._fitted_terms:
+        n_groups.setdefault(term.factor_name, len(term.levels))
+    data = getattr(est, "_training_data", None)
+    table = _random_effects_table(est)
+    table = table[table["group"] != "Residual"].reset_index(drop=True)
+    summary = GlmmSummary(
+        method_title=title,
+        formula=formula(est),
+        criterion=criterion,
+        scaled_residuals=_pearson_quantiles(est, data),
+        random_effects=table,
+        n_obs=int(est.n_obs_),
+        n_groups=pd.Series(n_groups, dtype=int),
+        fixed_effects=fixed,
+        fixed_effects_correlation=correlation,
+        weighted=data is not None and data.weights is not None,
+        messages=_messages(est),
+        class_name=type(est).__name__,
+        family=f"{est.family_}  ( {est.link_} )",
+    )
+    return summary
+
+
+def _pearson_quantiles(est, data) -> pd.Series | None:
+    """Quantiles of the Pearson residuals ``(y - mu) sqrt(w / V(mu))``, as lme4's summary."""
+    if data is None:
+        return None
+    _, residuals = fitted_and_residuals(est, data)
+    return pd.Series(np.quantile(residuals, [0.0, 0.25, 0.5, 0.75, 1.0]), index=["Min", "1Q", "Median", "3Q", "Max"])

@@ -14,7 +14,16 @@ from importlib import resources
 
 import pandas as pd
 
-__all__ = ["load_dyestuff", "load_gasoline", "load_pastes", "load_penicillin", "load_sleepstudy"]
+__all__ = [
+    "load_cbpp",
+    "load_contraception",
+    "load_dyestuff",
+    "load_gasoline",
+    "load_grouseticks",
+    "load_pastes",
+    "load_penicillin",
+    "load_sleepstudy",
+]
 
 
 def _load(name: str, response: str, fixed: list[str], groups: list[str], return_X_y_groups: bool):
@@ -176,3 +185,104 @@ def load_gasoline(return_X_y_groups: bool = False):
     18
     """
     return _load("gasoline", "lcarpcap", ["time", "lincomep", "lrpmg"], ["country"], return_X_y_groups)
+
+
+def load_cbpp(return_X_y_groups: bool = False):
+    """Contagious bovine pleuropneumonia in 15 herds of zebu cattle (lme4's ``cbpp``).
+
+    56 rows: new cases (``incidence``) among the herd's cattle (``size``) in
+    each of four periods (``period``, with the dummies ``period2`` to
+    ``period4``) for each herd (``herd``).  The binomial GLMM example,
+    ``cbind(incidence, size - incidence) ~ period + (1 | herd)``.
+
+    Source: Lesnoff et al. (2004), American Journal of Veterinary Research
+    65, 1281-1289; as distributed with R's lme4.
+
+    Parameters
+    ----------
+    return_X_y_groups : bool, default=False
+        Return ``(X, y, groups)``: X the period dummies, y the proportion
+        ``incidence / size`` (fit with ``sample_weight=size``), groups ``herd``.
+
+    Returns
+    -------
+    DataFrame, or tuple of (DataFrame, Series, DataFrame)
+
+    Examples
+    --------
+    >>> from sklmm.datasets import load_cbpp
+    >>> load_cbpp().shape
+    (56, 7)
+    """
+    frame = _load("cbpp", "incidence", [], ["herd", "period"], False)
+    if not return_X_y_groups:
+        return frame
+    return frame[["period2", "period3", "period4"]].copy(), (frame["incidence"] / frame["size"]).rename("prop"), frame["herd"].copy()
+
+
+def load_contraception(return_X_y_groups: bool = False):
+    """Contraceptive use of 1,934 women in 60 districts of Bangladesh (mlmRev's ``Contraception``).
+
+    Columns: ``use`` ("Y"/"N"), ``age`` (centred, years), ``age2`` its
+    square, ``livch`` living children ("0", "1", "2", "3+", with dummies
+    ``livch1``-``livch3``), ``urban`` ("Y"/"N", dummy ``urbanY``),
+    ``district`` and ``woman``.  The binary GLMM example of Bates' lme4
+    book, ``use ~ age + I(age^2) + urban + livch + (1 | district)``.
+
+    Source: the 1988 Bangladesh Fertility Survey (Huq and Cleland 1990); as
+    distributed with R's mlmRev.
+
+    Parameters
+    ----------
+    return_X_y_groups : bool, default=False
+        Return ``(X, y, groups)``: X the numeric columns ``age``, ``age2``,
+        ``urbanY``, ``livch1``-``livch3``; y ``use``; groups ``district``.
+
+    Returns
+    -------
+    DataFrame, or tuple of (DataFrame, Series, DataFrame)
+
+    Examples
+    --------
+    >>> from sklmm.datasets import load_contraception
+    >>> load_contraception()["use"].value_counts().to_dict()
+    {'N': 1175, 'Y': 759}
+    """
+    frame = _load("contraception", "use", [], ["district", "woman", "livch", "urban"], False)
+    if not return_X_y_groups:
+        return frame
+    return frame[["age", "age2", "urbanY", "livch1", "livch2", "livch3"]].copy(), frame["use"].copy(), frame["district"].copy()
+
+
+def load_grouseticks(return_X_y_groups: bool = False):
+    """Ticks on red grouse chicks (lme4's ``grouseticks``).
+
+    403 chicks (``INDEX``) in 118 broods (``BROOD``) at 63 locations
+    (``LOCATION``) in three years (``YEAR``: "95", "96", "97", dummies
+    ``YEAR96``, ``YEAR97``): the number of ticks (``TICKS``) and the height
+    of the location (``HEIGHT``, ``cHEIGHT`` centred).  The Poisson GLMM
+    example ``TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | LOCATION)``.
+
+    Source: Elston et al. (2001), Parasitology 122, 563-569; as distributed
+    with R's lme4.
+
+    Parameters
+    ----------
+    return_X_y_groups : bool, default=False
+        Return ``(X, y, groups)``: X ``YEAR96``, ``YEAR97``, ``cHEIGHT``;
+        y ``TICKS``; groups ``BROOD`` and ``LOCATION``.
+
+    Returns
+    -------
+    DataFrame, or tuple of (DataFrame, Series, DataFrame)
+
+    Examples
+    --------
+    >>> from sklmm.datasets import load_grouseticks
+    >>> load_grouseticks().shape
+    (403, 9)
+    """
+    frame = _load("grouseticks", "TICKS", [], ["INDEX", "BROOD", "LOCATION", "YEAR"], False)
+    if not return_X_y_groups:
+        return frame
+    return frame[["YEAR96", "YEAR97", "cHEIGHT"]].copy(), frame["TICKS"].copy(), frame[["BROOD", "LOCATION"]].copy()
