@@ -133,3 +133,17 @@ def test_against_a_model_without_random_effects():
     assert table.loc["m1", "logLik"] == pytest.approx(-0.5 * n * (np.log(2 * np.pi * rss / n) + 1), rel=1e-10)
     assert list(table.index) == ["m1", "m0"] and table["npar"].tolist() == [3, 4]
     assert table.loc["m0", "Chisq"] == pytest.approx(2 * (m1.log_likelihood_ - table.loc["m1", "logLik"]), rel=1e-10)
+
+
+def test_one_glmm_gets_a_clear_error():
+    import pandas as pd
+
+    import sklmm
+    from sklmm import MixedPoissonRegressor
+
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(10), 8)
+    y = rng.poisson(np.exp(0.5 + rng.normal(0, 0.5, 10)[g]))
+    model = MixedPoissonRegressor(random_effects="(1 | group)").fit(np.zeros((80, 0)), y, groups=g)
+    with pytest.raises(TypeError, match="lmerTest's F tests, which are for linear mixed models"):
+        sklmm.anova(model)

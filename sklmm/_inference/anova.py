@@ -161,6 +161,13 @@ def anova(*models, refit: bool = True, names=None, type=3, ddf="satterthwaite") 
     if len(models) == 1:
         from .ftests import single_model_anova
 
+        if not hasattr(models[0], "reml"):
+            raise TypeError(
+                f"anova with one model gives lmerTest's F tests, which are for linear mixed models; "
+                f"{models[0].__class__.__name__} is a generalised model: compare nested fits with "
+                "anova(m0, m1) (likelihood-ratio tests), or read the Wald z tests in fixed_effects_"
+            )
+
         return single_model_anova(models[0], type=type, ddf=ddf)
     if len(models) < 2:
         raise ValueError("anova needs one fitted model (F tests of its terms) or several (likelihood-ratio tests)")
