@@ -493,10 +493,15 @@ def summarize(est, ddf="satterthwaite") -> ModelSummary:
         if cached is None or cached[0] is not est.theta_ or key not in cached[1]:
             import warnings
 
+            why = (
+                "which a fit on Dask collections does not bring to the client"
+                if getattr(est, "_fitted_on_dask", False)
+                else "which is not saved when a model is pickled (unless the summary was computed before)"
+            )
             warnings.warn(
-                f"the {ddf} degrees of freedom need the data the model was fitted to, which is not saved "
-                "when a model is pickled (unless the summary was computed before): showing lme4's table "
-                "without df and p values. Fit the model again on its data for them, or pass ddf=None.",
+                f"the {ddf} degrees of freedom need the data the model was fitted to, {why}: showing "
+                "lme4's table without df and p values. Fit the model in memory on its data for them, "
+                "or pass ddf=None.",
                 UserWarning,
                 stacklevel=3,
             )
