@@ -32,7 +32,6 @@ from .. import _warnings
 from .._engine.blocks import CrossProducts, form_blocks
 from .._engine.deviance import ProfiledDeviance
 from .._engine.fit import check_identifiable, fit_prepared, independent_columns_from_gram
-from .._estimators import results as _results
 from .._model.bars import INTERCEPT
 from .._model.terms import build_terms, factor_codes
 from .._model.validation import check_numeric
@@ -348,26 +347,7 @@ def fit_estimator(est, X, y, groups=None, sample_weight=None):
     _warn_factor_columns_in_X([str(c) for c in columns], specs)
 
     fit = fit_distributed(X, y, groups, sample_weight, specs, names, est.fit_intercept, est.reml, est.max_iter)
-    offset = 1 if est.fit_intercept else 0
-    est.intercept_ = float(fit.beta[0]) if est.fit_intercept else 0.0
-    est.coef_ = fit.beta[offset:].copy()
-    est.theta_ = fit.theta.copy()
-    est.sigma_ = float(fit.sigma)
-    est.objective_ = float(fit.objective)
-    est.log_likelihood_ = float(fit.log_likelihood)
-    est.aic_ = float(fit.aic)
-    est.bic_ = float(fit.bic)
-    est.n_iter_ = int(fit.n_evaluations)
-    est.converged_ = bool(fit.converged)
-    est.singular_ = bool(fit.singular)
-    est.random_effects_ = _results.random_effects_frames(fit)
-    est.variance_components_ = _results.variance_components_frame(fit)
-    est.fixed_effects_ = _results.fixed_effects_frame(fit)
-    est.fixed_effects_cov_ = _results.fixed_effects_cov_frame(fit)
-    used = {name for term in fit.terms for name in term.factors}
-    est.group_names_ = [name for name in frame_meta.columns if name in used] if frame_meta is not None else []
-    est.n_obs_ = int(fit.n_obs)
-    est._fitted_terms = fit.terms
+    est._set_fitted(fit, est.fit_intercept, [] if frame_meta is None else list(frame_meta.columns))
     est._training_data = None
     est._design = None
     est._training_fingerprint = None

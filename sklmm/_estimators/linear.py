@@ -301,8 +301,12 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         """Fit validated training data and set the fitted attributes."""
         self._training_data = data
         fit = fit_lmm(data, reml=self.reml, max_evaluations=self.max_iter)
-        offset = 1 if data.fit_intercept else 0
-        self.intercept_ = float(fit.beta[0]) if data.fit_intercept else 0.0
+        return self._set_fitted(fit, data.fit_intercept, [] if data.groups is None else list(data.groups.columns))
+
+    def _set_fitted(self, fit, fit_intercept: bool, group_columns: list[str]):
+        """The fitted attributes from an LmmFit (in-memory or Dask fit alike)."""
+        offset = 1 if fit_intercept else 0
+        self.intercept_ = float(fit.beta[0]) if offset else 0.0
         self.coef_ = fit.beta[offset:].copy()
         self.theta_ = fit.theta.copy()
         self.sigma_ = float(fit.sigma)
@@ -317,8 +321,8 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         self.variance_components_ = _results.variance_components_frame(fit)
         self.fixed_effects_ = _results.fixed_effects_frame(fit)
         self.fixed_effects_cov_ = _results.fixed_effects_cov_frame(fit)
-        frame = data.groups
-        self.group_names_ = sorted({name for term in fit.terms for name in term.factors}, key=list(frame.columns).index) if frame is not None else []
+        used = {name for term in fit.terms for name in term.factors}
+        self.group_names_ = [name for name in group_columns if name in used]
         self.n_obs_ = int(fit.n_obs)
         self._fitted_terms = fit.terms
         return self

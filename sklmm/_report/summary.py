@@ -131,8 +131,12 @@ class ModelSummary:
     def __repr__(self) -> str:
         return str(self)
 
+    def _header_lines(self) -> list[str]:
+        """The title and formula lines (a GLMM's add its family)."""
+        return [f"{self.method_title} ['{self.class_name}']", f"Formula: {self.formula}"]
+
     def _lines(self) -> list[str]:
-        lines = [f"{self.method_title} ['{self.class_name}']", f"Formula: {self.formula}"]
+        lines = self._header_lines()
         if self.weighted:
             lines.append("Weights: sample_weight")
         lines.append("")
@@ -651,31 +655,11 @@ class GlmmSummary(ModelSummary):
 
     family: str = ""
 
-    def _lines(self) -> list[str]:
+    def _header_lines(self) -> list[str]:
         import textwrap
 
         title = textwrap.wrap(f"{self.method_title} ['{self.class_name}']", width=71)
-        lines = ["\n  ".join(title), f" Family: {self.family}", f"Formula: {self.formula}"]
-        if self.weighted:
-            lines.append("Weights: sample_weight")
-        lines.append("")
-        lines.extend(self._criterion_lines())
-        lines.append("")
-        if self.scaled_residuals is not None:
-            lines.append("Scaled residuals: ")
-            values = format_real(zapsmall(self.scaled_residuals.to_numpy(), DIGITS + 1), DIGITS)
-            lines.extend(print_named(values, list(self.scaled_residuals.index)))
-            lines.append("")
-        lines.append("Random effects:")
-        lines.extend(self._random_effects_lines())
-        lines.append(self._groups_line())
-        if len(self.fixed_effects):
-            lines.append("")
-            lines.append("Fixed effects:")
-            lines.extend(self._fixed_effects_lines())
-            lines.extend(self._correlation_lines())
-        lines.extend(self.messages)
-        return lines
+        return ["\n  ".join(title), f" Family: {self.family}", f"Formula: {self.formula}"]
 
     def _fixed_effects_lines(self) -> list[str]:
         """``printCoefmat`` with z values, p values and significance stars."""
