@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .._model.formula import FormulaDesign, split_formula
+from .._model.formula import evaluate_response, split_formula
 from .linear import MixedLinearRegressor
 
 
@@ -73,9 +73,7 @@ def _response(expression: str, data: pd.DataFrame) -> np.ndarray:
                 f"drop those rows first, e.g. data.dropna(subset=[{expression!r}])"
             )
         return values.to_numpy()
-    design = FormulaDesign.__new__(FormulaDesign)
-    design.formula = split_formula(f"{expression} ~ 1")
-    return FormulaDesign.response(design, data)
+    return evaluate_response(expression, data)
 
 
 def _weights(weights, data: pd.DataFrame):

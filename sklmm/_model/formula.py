@@ -423,12 +423,7 @@ class FormulaDesign:
     @property
     def required_columns(self) -> list[str]:
         """Every data column the formula needs (response excluded)."""
-        needed = set(self.group_columns)
-        for block in [self.fixed, *self.random]:
-            needed |= {str(v) for v in block.spec.required_variables}
-        for spec in self.offsets:
-            needed |= {str(v) for v in spec.required_variables}
-        return sorted(needed - set(FUNCTIONS))
+        return sorted(set(self.group_columns) | set(self._required_without_groups()))
 
     def check_columns(self, data, argument: str, require_groups: bool = True) -> pd.DataFrame:
         """``data`` as a DataFrame holding every column the formula needs, or a clear error.
@@ -496,14 +491,15 @@ class FormulaDesign:
         """The sum of the ``offset()`` terms for ``data``, or None without any."""
         return self.encode(data, "data").offset if self.offsets else None
 
-    def response(self, data: pd.DataFrame) -> np.ndarray:
-        """The response of a two-sided formula (a column, or an expression such as ``log(y)``)."""
-        expression = self.formula.response
-        frame = _prepare_data(data, "data")
-        if expression in frame.columns:
-            return np.asarray(frame[expression])
-        block = _build_block(f"0 + I({expression})", frame, f"the response {expression!r}", treat_as_offset=True)
-        return _materialize(block, frame, "the response")[:, 0]
+
+
+def evaluate_response(expression: str, data: pd.DataFrame) -> np.ndarray:
+    """The response of a two-sided formula on ``data``: a column, or an expression such as ``log(y)``."""
+    frame = _prepare_data(data, "data")
+    if expression in frame.columns:
+        return np.asarray(frame[expression])
+    block = _build_block(f"0 + I({expression})", frame, f"the response {expression!r}", treat_as_offset=True)
+    return _materialize(block, frame, "the response")[:, 0]
 
 
 @dataclass
