@@ -19,6 +19,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import results as _results
+from .. import _warnings
 from .linear import MixedLinearRegressor, _zero_columns_as_array
 from .._engine.pirls import GlmmData, fit_glmm
 from .._model.families import FAMILY_LINKS, make_family
@@ -137,7 +138,7 @@ class _MixedGLMBase(BaseEstimator):
             return self._fit(X, numeric_y(y), groups, sample_weight, offset, family)
         return self._fit_formula(X, y, groups, sample_weight, offset, family, numeric_y)
 
-    def _fit_formula(self, X, y, groups, sample_weight, offset, family, numeric_y, *, formula_text=None):
+    def _fit_formula(self, X, y, groups, sample_weight, offset, family, numeric_y, *, formula_text=None, trials=None):
         """fit() for a formula model, as :meth:`MixedLinearRegressor._fit_formula`."""
         import pandas as pd
 
@@ -177,7 +178,7 @@ class _MixedGLMBase(BaseEstimator):
         self._formula_text = formula_text
         self._training_fingerprint = None
         names = design.fixed_columns_without_intercept()
-        data = GlmmData(encoded.X, y, frame, weights, offset, design.specs, names, design.has_intercept, slopes=encoded.slopes)
+        data = GlmmData(encoded.X, y, frame, weights, offset, design.specs, names, design.has_intercept, slopes=encoded.slopes, trials=trials)
         return self._fit_data(data, family)
 
     def _mean(self, eta: np.ndarray) -> np.ndarray:
@@ -726,7 +727,7 @@ def glmer(formula, data, *, family, link=None, weights=None, nagq=1, max_iter=10
     """
     import pandas as pd
 
-    from .._model.formula import split_formula
+    from .._model.formula import cbind_arguments, split_formula
     from .formula import _response, _weights
 
     parts = split_formula(formula)
@@ -737,10 +738,65 @@ def glmer(formula, data, *, family, link=None, weights=None, nagq=1, max_iter=10
     rhs = formula.split("~", 1)[1].strip()
     estimator = MixedGLMRegressor(family=family, link=link, formula="~ " + rhs, nagq=nagq, max_iter=max_iter)
     estimator._validate_params()
-    response = _glmer_response(_response(parts.response, data), family)
     sample_weight = _weights(weights, data)
+    counts = cbind_arguments(parts.response)
+    trials = None
+    if counts is None:
+        response = _glmer_response(_response(parts.response, data), family)
+    else:
+        response, sample_weight, trials = _cbind_response(counts, parts.response, data, family, sample_weight)
     fam = make_family(family, link)
-    return estimator._fit_formula(data, response, None, sample_weight, None, fam, _numeric_response, formula_text=formula.strip())
+    return estimator._fit_formula(
+        data, response, None, sample_weight, None, fam, _numeric_response, formula_text=formula.strip(), trials=trials,
+    )
+
+
+def _cbind_response(counts: tuple[str, str], expression: str, data, family: str, weights):
+    """lme4's reading of ``cbind(successes, failures)`` (R's ``binomial()$initialize``).
+
+    The response is the proportion ``successes / (successes + failures)``
+    (0 where the total is 0), the prior weights the totals times
+    ``weights`` (the row of a zero total then has weight 0: it is left out
+    of the fit, and counted in ``n_obs_`` as lme4's ``nobs``).  Returns
+    (proportion, prior weights, trials), ``trials`` None unless ``weights``
+    was given (then the totals, for the log-likelihood's constant).
+    """
+    from .formula import _response
+
+    if family != "binomial":
+        raise ValueError(
+            f"a cbind(successes, failures) response ({expression}) needs family='binomial', got "
+            f"family={family!r}; for counts with family='poisson' write the count column alone"
+        )
+    columns = []
+    for argument in counts:
+        values = np.asarray(_response(argument, data))
+        if values.dtype.kind not in "biuf":
+            raise TypeError(f"{expression}: {argument!r} must be numeric counts, got dtype {values.dtype}")
+        values = values.astype(np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            raise ValueError(f"{expression}: {argument!r} has {int(bad.sum())} NaN or infinite value(s) (first at row {int(np.flatnonzero(bad)[0])})")
+        negative = values < 0
+        if negative.any():
+            i = int(np.flatnonzero(negative)[0])
+            raise ValueError(
+                f"{expression}: {argument!r} has {int(negative.sum())} negative count(s) (first at row {i}: "
+                f"{values[i]:g}); successes and failures must be >= 0"
+            )
+        columns.append(values)
+    successes, failures = columns
+    fractional = (successes != np.round(successes)) | (failures != np.round(failures))
+    if fractional.any():
+        _warnings.warn_non_integer_counts(expression, int(fractional.sum()), int(np.flatnonzero(fractional)[0]))
+    totals = successes + failures
+    if not np.any(totals > 0):
+        raise ValueError(f"{expression}: every row has zero trials (successes + failures = 0)")
+    proportion = np.where(totals > 0, successes / np.where(totals > 0, totals, 1.0), 0.0)
+    if weights is None:
+        return proportion, totals, None
+    given = as_sample_weight(weights, len(totals))
+    return proportion, totals * given, totals
 
 
 def _glmer_response(values, family: str) -> np.ndarray:
