@@ -200,27 +200,57 @@ class _MixedGLMBase(BaseEstimator):
         check_is_fitted(self)
         return summarize_glmm(self)
 
-    def confint(self, method="wald", level=0.95):
-        """Wald confidence intervals of the fixed effects (lme4's ``confint(method = "Wald")``).
+    def confint(self, method="wald", level=0.95, parm=None, *, n_boot=500, random_state=None, n_jobs=None):
+        """Confidence intervals for the random-effect standard deviations and the fixed effects (lme4's ``confint``).
 
         Parameters
         ----------
-        method : {"wald"}
-            Only Wald intervals for GLMMs.
+        method : {"wald", "profile", "bootstrap"}, default="wald"
+            ``"wald"``: estimate -/+ z standard error, fixed effects only
+            (the variance parameters' rows are NaN, as lme4's).
+            ``"profile"``: profile likelihood, as lme4's ``confint(method =
+            "profile")`` of a glmer fit: the Laplace (or quadrature)
+            deviance minimised over every other parameter, fixed effects
+            included; not for ``nagq=0`` fits.  ``"bootstrap"`` (or
+            ``"boot"``): percentile intervals of a parametric bootstrap
+            (lme4's ``bootMer``): responses drawn from the fitted model, each
+            refitted.  The default stays Wald (lme4's is the profile).
         level : float, default=0.95
+        parm : None, str or list of str
+            ``None`` for all, ``"theta_"`` for the variance parameters,
+            ``"beta_"`` for the fixed effects, or parameter names.
+        n_boot : int, default=500
+            Bootstrap replicates.
+        random_state : int, SeedSequence, Generator or None
+            Bootstrap seed; the result is the same for any ``n_jobs``.
+        n_jobs : int or None
+            Parallel workers (joblib) for the bootstrap and the profiles.
 
         Returns
         -------
         DataFrame
-            ``lower`` and ``upper`` per parameter: the variance parameters'
-            rows (lme4's ``sd_(Intercept)|g`` names) are NaN, as lme4's.
+            ``lower`` and ``upper`` per parameter, indexed by lme4's
+            ``oldNames = FALSE`` names (``sd_(Intercept)|herd``, then the
+            fixed effects); no ``sigma`` row for binomial and Poisson.
+
+        Examples
+        --------
+        >>> import sklmm
+        >>> from sklmm.datasets import load_cbpp
+        >>> herds = load_cbpp()
+        >>> model = sklmm.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)", herds, family="binomial")
+        >>> model.confint("profile").round(3)  # lme4: 0.346 1.100 / -1.901 -0.948 / -1.617 -0.408 / ...
+                             lower  upper
+        sd_(Intercept)|herd  0.346  1.100
+        (Intercept)         -1.901 -0.948
+        period2             -1.617 -0.408
+        period3             -1.801 -0.512
+        period4             -2.501 -0.801
         """
-        from .._inference.confint import glmm_wald_intervals
+        from .._inference.confint import confint
 
         check_is_fitted(self)
-        if method != "wald":
-            raise ValueError(f"method must be 'wald' for a generalised linear mixed model, got {method!r}")
-        return glmm_wald_intervals(self, level)
+        return confint(self, method=method, level=level, parm=parm, n_boot=n_boot, random_state=random_state, n_jobs=n_jobs)
 
     def simulate(self, n_sim=1, random_state=None):
         """Responses drawn from the fitted model (lme4's ``simulate``): new random effects, then the family.

@@ -28,8 +28,15 @@ METHODS = {"wald": "wald", "profile": "profile", "bootstrap": "bootstrap", "boot
 
 
 def parameter_index(est) -> tuple[list[str], list[str]]:
-    """(variance parameter names with sigma, fixed-effect names) of a fitted model."""
-    return _parameters.parameter_names(est._fitted_terms), list(est.fixed_effects_.index)
+    """(variance parameter names with sigma, fixed-effect names) of a fitted model.
+
+    A binomial or Poisson GLMM has no sigma (lme4's ``confint`` of a glmer
+    fit has no ``sigma`` row).
+    """
+    variance = _parameters.parameter_names(est._fitted_terms)
+    if getattr(est, "family_", None) is not None:
+        variance = variance[:-1]
+    return variance, list(est.fixed_effects_.index)
 
 
 def select_parameters(est, parm) -> list[str]:
