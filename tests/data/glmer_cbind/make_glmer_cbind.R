@@ -33,12 +33,15 @@ write.csv(t, "trials.csv", row.names = FALSE)
 m_trials <- glmer(cbind(succ, trials - succ) ~ x + (1 + x | g), data = t, family = binomial, weights = w)
 m_trials_now <- glmer(cbind(succ, trials - succ) ~ x + (1 | g), data = t, family = binomial)
 
-# 3. profile intervals: cbpp and a Poisson model (epil, tests/data/glmer/epil)
+# 3. profile intervals: cbpp (Laplace and nAGQ = 9) and a Poisson model (epil, tests/data/glmer/epil)
 ci_cbpp <- confint(m_cbpp, method = "profile", oldNames = FALSE)
 e <- read.csv("../glmer/epil/data.csv"); e$subject <- factor(e$subject)
 m_epil <- glmer(y ~ lbase * trt + lage + V4 + (1 | subject), data = e, family = poisson)
 s_epil <- fit_summary(m_epil)
 ci_epil <- confint(m_epil, method = "profile", oldNames = FALSE)
+m_agq <- glmer(cbind(incidence, size - incidence) ~ period + (1 | herd), data = d, family = binomial, nAGQ = 9)
+s_agq <- fit_summary(m_agq)
+ci_agq <- confint(m_agq, method = "profile", oldNames = FALSE)
 ci_frame <- function(ci) list(names = rownames(ci), lower = unname(ci[, 1]), upper = unname(ci[, 2]))
 
 # 4. non-integer counts: lme4 warns ("non-integer counts in a binomial glm!") and fits
@@ -48,5 +51,5 @@ m_frac <- suppressWarnings(glmer(cbind(incidence, size - incidence) ~ period + (
 out <- list(lme4 = as.character(packageVersion("lme4")),
             cbpp = s_cbpp, trials = fit_summary(m_trials), trials_intercept = fit_summary(m_trials_now),
             profile_cbpp = ci_frame(ci_cbpp), epil = s_epil, profile_epil = ci_frame(ci_epil),
-            noninteger = fit_summary(m_frac))
+            noninteger = fit_summary(m_frac), cbpp_agq9 = s_agq, profile_cbpp_agq9 = ci_frame(ci_agq))
 write(toJSON(out, digits = NA, na = "null", auto_unbox = TRUE, pretty = TRUE), "reference.json")
