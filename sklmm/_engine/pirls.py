@@ -98,7 +98,7 @@ class GlmmData:
     feature_names: list[str]
     fit_intercept: bool
     slopes: np.ndarray | None = None  # a formula model's random-effects columns
-    trials: np.ndarray | None = None  # binomial row totals of a cbind() response given weights= too (else None)
+    trials: np.ndarray | None = None  # binomial row totals of a cbind() response (the prior weights are these times weights=)
 
     @property
     def slope_source(self) -> np.ndarray:

@@ -725,8 +725,12 @@ def glmer(formula, data, *, family, link=None, weights=None, nagq=1, max_iter=10
         A two-sided lme4 formula, ``"response ~ fixed + (random | group)"``,
         with ``offset(x)`` terms as lme4 (see :func:`sklmm.lmer` for the
         syntax).  Binomial responses: a proportion (with ``weights`` the
-        numbers of trials), 0/1 numbers, booleans, or a two-level factor
-        (the first level, in sorted order, is failure, as R's factors).
+        numbers of trials), 0/1 numbers, booleans, a two-level factor
+        (the first level, in sorted order, is failure, as R's factors), or
+        counts ``cbind(successes, failures)`` (each an expression of the
+        columns, ``cbind(incidence, size - incidence)``): the proportion of
+        successes, with the totals times ``weights`` as prior weights, as
+        lme4; a row with a total of 0 has weight 0.
     data : DataFrame
     family : {"binomial", "poisson"}
     link : str or None, default=None
@@ -753,6 +757,9 @@ def glmer(formula, data, *, family, link=None, weights=None, nagq=1, max_iter=10
     >>> model.fixed_effects_.index.tolist()
     ['(Intercept)', 'period2', 'period3', 'period4']
     >>> round(model.objective_, 3)  # lme4: 184.053
+    184.053
+    >>> counts = sklmm.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)", herds, family="binomial")
+    >>> round(counts.objective_, 3)  # the same model
     184.053
     """
     import pandas as pd
@@ -788,8 +795,10 @@ def _cbind_response(counts: tuple[str, str], expression: str, data, family: str,
     (0 where the total is 0), the prior weights the totals times
     ``weights`` (the row of a zero total then has weight 0: it is left out
     of the fit, and counted in ``n_obs_`` as lme4's ``nobs``).  Returns
-    (proportion, prior weights, trials), ``trials`` None unless ``weights``
-    was given (then the totals, for the log-likelihood's constant).
+    (proportion, prior weights, trials): ``trials`` are the totals (the
+    log-likelihood's binomial constant counts them when ``weights`` scale
+    the prior weights; the summary prints no weights line unless
+    ``weights`` was given, as lme4).
     """
     from .formula import _response
 
@@ -824,7 +833,7 @@ def _cbind_response(counts: tuple[str, str], expression: str, data, family: str,
         raise ValueError(f"{expression}: every row has zero trials (successes + failures = 0)")
     proportion = np.where(totals > 0, successes / np.where(totals > 0, totals, 1.0), 0.0)
     if weights is None:
-        return proportion, totals, None
+        return proportion, totals, totals
     given = as_sample_weight(weights, len(totals))
     return proportion, totals * given, totals
 

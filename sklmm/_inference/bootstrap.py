@@ -14,6 +14,13 @@ replicate replaces the y row of the cross-product blocks (X'Wy, Z'Wy, y'Wy,
 formed for all replicates at once by a few matrix products) and optimises
 from lme4's ``refit`` start.
 
+GLMMs (binomial, Poisson): each replicate draws new random effects, then
+the response from the family (:class:`~sklmm._inference.simulate.GlmmSimulationModel`),
+and is refitted by :func:`sklmm._engine.pirls.fit_glmm` with the fit's
+``nagq``; PIRLS reweights the rows at every step, so nothing of the cross
+products carries over.  The parameters are the random effects' standard
+deviations and correlations (no sigma), then the fixed effects.
+
 Reproducibility: one :class:`numpy.random.SeedSequence` made from
 ``random_state`` spawns one child seed per replicate, so the replicates do
 not depend on how they are split between ``n_jobs`` workers.  lme4 uses R's
@@ -348,7 +355,7 @@ def parametric_bootstrap(est, n_boot: int = 500, random_state=None, n_jobs=None)
 
     Parameters
     ----------
-    est : MixedLinearRegressor
+    est : MixedLinearRegressor, MixedGLMRegressor or MixedLogisticRegression
         A fitted model (with its training data: not unpickled).
     n_boot : int, default=500
         Number of replicates (lme4's ``nsim``).

@@ -18,7 +18,14 @@ limit is found by bracketing and Brent's method on zeta itself, so the
 limits are those of the exact profile (lme4's spline agrees to about 1e-4
 relative on the reference cases).
 
-The deviances (beta profiled out where it is not the parameter)::
+A binomial or Poisson GLMM (:class:`_GlmmProfiler`) is profiled as lme4
+profiles a glmer fit: its deviance is the fit's Laplace (or adaptive
+quadrature) objective of (sdcor parameters, beta), with no sigma, and with
+one parameter held it is minimised over all the others, the fixed effects
+included (lme4 holds a fixed effect as an offset and refits; the minimum is
+the same).  The search for the limits is the linear model's.
+
+The linear model's deviances (beta profiled out where it is not the parameter)::
 
     variance parameters:  D(theta, sigma) = ldL2 - ldW + n log(2 pi sigma^2) + pwrss / sigma^2
     fixed effect j = v:   D_j(theta, v) = ldL2 - ldW + n (1 + log(2 pi r / n)),

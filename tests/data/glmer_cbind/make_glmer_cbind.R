@@ -48,8 +48,14 @@ ci_frame <- function(ci) list(names = rownames(ci), lower = unname(ci[, 1]), upp
 d5 <- d; d5$incidence[1] <- 2.5
 m_frac <- suppressWarnings(glmer(cbind(incidence, size - incidence) ~ period + (1 | herd), data = d5, family = binomial))
 
+# 5. a row of zero trials: weight 0, kept (nobs 57, Pearson residual 0 in the summary's quantiles)
+d0 <- rbind(d, data.frame(herd = "1", incidence = 0, size = 0, period = "1"))
+m_zero <- glmer(cbind(incidence, size - incidence) ~ period + (1 | herd), data = d0, family = binomial)
+s_zero <- c(fit_summary(m_zero), list(scaled_residuals = unname(quantile(residuals(m_zero, "pearson", scaled = TRUE)))))
+
 out <- list(lme4 = as.character(packageVersion("lme4")),
             cbpp = s_cbpp, trials = fit_summary(m_trials), trials_intercept = fit_summary(m_trials_now),
             profile_cbpp = ci_frame(ci_cbpp), epil = s_epil, profile_epil = ci_frame(ci_epil),
-            noninteger = fit_summary(m_frac), cbpp_agq9 = s_agq, profile_cbpp_agq9 = ci_frame(ci_agq))
+            noninteger = fit_summary(m_frac), cbpp_agq9 = s_agq, profile_cbpp_agq9 = ci_frame(ci_agq),
+            zero_total = s_zero)
 write(toJSON(out, digits = NA, na = "null", auto_unbox = TRUE, pretty = TRUE), "reference.json")
