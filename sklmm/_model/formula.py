@@ -519,14 +519,16 @@ def cbind_arguments(expression: str) -> tuple[str, str] | None:
     ('incidence', 'size - incidence')
     >>> cbind_arguments("prop") is None
     True
+    >>> cbind_arguments("cbind(a, b) / log(c)") is None
+    True
     """
     text = expression.strip()
     match = re.fullmatch(r"cbind\s*\((.*)\)", text, flags=re.DOTALL)
     if match is None:
         return None
     inner = match.group(1)
-    if sum(1 for _, depth in _depths(text) if depth < 0) or inner.count("(") != inner.count(")"):
-        return None  # "cbind(a) + log(b)": not one call
+    if any(depth < 0 for _, depth in _depths(inner)):
+        return None  # "cbind(a, b) + log(c)": the parenthesis of cbind( closes before the end
     commas = [i for i, depth in _depths(inner) if inner[i] == "," and depth == 0]
     if len(commas) != 1:
         raise ValueError(
