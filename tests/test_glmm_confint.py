@@ -177,3 +177,17 @@ def test_simulate_with_an_offset_adds_it_once():
     draws = model.simulate(2000, random_state=0)
     # the mean over 2000 x 236 draws: its Monte Carlo error is below 1%; twice the offset would be 20% off
     assert draws.mean() == pytest.approx(marginal.mean(), rel=0.03)
+
+
+@pytest.mark.slow
+def test_bootstrap_is_the_same_for_any_n_jobs(cbpp):
+    one = cbpp.confint("bootstrap", n_boot=6, random_state=11)
+    two = cbpp.confint("bootstrap", n_boot=6, random_state=11, n_jobs=2)
+    pd.testing.assert_frame_equal(one, two)
+
+
+@pytest.mark.slow
+def test_profile_in_parallel_equals_serial(cbpp):
+    serial = cbpp.confint("profile", parm="beta_")
+    parallel = cbpp.confint("profile", parm="beta_", n_jobs=2)
+    np.testing.assert_allclose(parallel.to_numpy(), serial.to_numpy(), rtol=1e-9)
