@@ -179,3 +179,15 @@ def warn_separation(n_extreme: int, n_obs: int) -> None:
         SeparationWarning,
         stacklevel=4,
     )
+
+
+def warn_non_integer_counts(expression: str, n_rows: int, first: int) -> None:
+    """R's ``binomial()$initialize`` warning "non-integer counts in a binomial glm!"."""
+    warnings.warn(
+        f"non-integer counts in a binomial glm! ({expression}: {n_rows} row(s), first at row {first}). "
+        "lme4 warns the same and fits them; its log-likelihood then rounds the counts while the "
+        "deviance does not, so objective_ and the estimates differ a little from lme4's "
+        "(sklmm's objective is the deviance's, with R's binomial constant at the rounded counts)",
+        UserWarning,
+        stacklevel=_external_stacklevel(),
+    )

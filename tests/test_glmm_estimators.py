@@ -77,8 +77,8 @@ def test_summary_and_confint(cbpp_models):
     assert "Residual" not in text
     ci = cbpp_models[1].confint()
     assert ci.index.tolist() == ["sd_(Intercept)|herd", "(Intercept)", "period2", "period3", "period4"]
-    with pytest.raises(ValueError, match="wald"):
-        cbpp_models[1].confint("profile")
+    with pytest.raises(ValueError, match="use 'wald', 'profile' or 'bootstrap'"):
+        cbpp_models[1].confint("likelihood")
 
 
 def test_classifier_predictions_are_consistent():

@@ -98,6 +98,7 @@ class GlmmData:
     feature_names: list[str]
     fit_intercept: bool
     slopes: np.ndarray | None = None  # a formula model's random-effects columns
+    trials: np.ndarray | None = None  # binomial row totals of a cbind() response (the prior weights are these times weights=)
 
     @property
     def slope_source(self) -> np.ndarray:
@@ -182,9 +183,13 @@ class GlmmProblem:
         Prior weights (binomial: numbers of trials).
     offset : ndarray or None
     family : Family
+    trials : ndarray or None
+        Binomial numbers of trials when they are not the prior weights
+        (a ``cbind()`` response with ``weights=``): they enter only the
+        saturated constant.
     """
 
-    def __init__(self, terms: list[ReTerm], X: np.ndarray, y: np.ndarray, weights, offset, family: Family):
+    def __init__(self, terms: list[ReTerm], X: np.ndarray, y: np.ndarray, weights, offset, family: Family, trials=None):
         self.terms = terms
         self.X = X
         self.y = y
@@ -192,7 +197,7 @@ class GlmmProblem:
         self.pw = np.ones(self.n) if weights is None else weights
         self.offset = np.zeros(self.n) if offset is None else offset
         self.family = family
-        self.saturated = family.saturated(y, self.pw)
+        self.saturated = family.saturated(y, self.pw, trials)
         self.dev_resid = family.dev_resid_function(y, self.pw)
         # theta's layout, bounds and units: the linear problem with unit weights.
         self.template = ProfiledDeviance(terms, np.ones((self.n, 1)), None, reml=False)
@@ -467,10 +472,12 @@ def prepare_glmm(data: GlmmData, family: Family, *, warn: bool = True) -> GlmmPr
     dropped (with a warning), as :func:`sklmm._engine.fit.prepare`.
     """
     X, y, weights, offset, groups, slopes = data.X, data.y, data.weights, data.offset, data.groups, data.slopes
+    trials = data.trials
     rows = None
     if weights is not None and np.any(weights == 0):
         rows = weights > 0
         X, y, weights = X[rows], y[rows], weights[rows]
+        trials = None if trials is None else trials[rows]
         slopes = None if slopes is None else slopes[rows]
         offset = None if offset is None else offset[rows]
         groups = None if groups is None else groups.loc[rows].reset_index(drop=True)
@@ -491,7 +498,7 @@ def prepare_glmm(data: GlmmData, family: Family, *, warn: bool = True) -> GlmmPr
                 f"grouping factor {term.factor_name!r} has only {term.n_levels} level; a random "
                 "effect needs at least 2 levels (use a fixed effect instead)"
             )
-    problem = GlmmProblem(terms, np.ascontiguousarray(design), y, weights, offset, family)
+    problem = GlmmProblem(terms, np.ascontiguousarray(design), y, weights, offset, family, trials)
     return GlmmPrepared(problem, terms, fixed_names, kept, dropped, rows)
 
 
@@ -676,7 +683,8 @@ def _fit_glmm(prepared: GlmmPrepared, family: Family, nagq: int, max_evaluations
     fit = GlmmFit(
         fixed_names=prepared.fixed_names, beta=beta_all, kept=prepared.kept, dropped=prepared.dropped,
         vcov=vcov, theta=theta, objective=float(objective), n_evaluations=int(n_evaluations),
-        converged=bool(converged), singular=singular, terms=fitted_terms, n_obs=problem.n,
+        converged=bool(converged), singular=singular, terms=fitted_terms,
+        n_obs=problem.n if prepared.rows is None else len(prepared.rows),  # lme4's nobs counts rows of weight 0
         family=family, nagq=int(nagq), n_theta=problem.n_theta, conditional_covariances=condcov,
         deviance=float(np.sum(family.dev_resid(problem.y, mu_hat, problem.pw))),
     )

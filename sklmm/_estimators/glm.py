@@ -19,6 +19,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import results as _results
+from .. import _warnings
 from .linear import MixedLinearRegressor, _zero_columns_as_array
 from .._engine.pirls import GlmmData, fit_glmm
 from .._model.families import FAMILY_LINKS, make_family
@@ -137,7 +138,7 @@ class _MixedGLMBase(BaseEstimator):
             return self._fit(X, numeric_y(y), groups, sample_weight, offset, family)
         return self._fit_formula(X, y, groups, sample_weight, offset, family, numeric_y)
 
-    def _fit_formula(self, X, y, groups, sample_weight, offset, family, numeric_y, *, formula_text=None):
+    def _fit_formula(self, X, y, groups, sample_weight, offset, family, numeric_y, *, formula_text=None, trials=None):
         """fit() for a formula model, as :meth:`MixedLinearRegressor._fit_formula`."""
         import pandas as pd
 
@@ -177,7 +178,7 @@ class _MixedGLMBase(BaseEstimator):
         self._formula_text = formula_text
         self._training_fingerprint = None
         names = design.fixed_columns_without_intercept()
-        data = GlmmData(encoded.X, y, frame, weights, offset, design.specs, names, design.has_intercept, slopes=encoded.slopes)
+        data = GlmmData(encoded.X, y, frame, weights, offset, design.specs, names, design.has_intercept, slopes=encoded.slopes, trials=trials)
         return self._fit_data(data, family)
 
     def _mean(self, eta: np.ndarray) -> np.ndarray:
@@ -199,27 +200,57 @@ class _MixedGLMBase(BaseEstimator):
         check_is_fitted(self)
         return summarize_glmm(self)
 
-    def confint(self, method="wald", level=0.95):
-        """Wald confidence intervals of the fixed effects (lme4's ``confint(method = "Wald")``).
+    def confint(self, method="wald", level=0.95, parm=None, *, n_boot=500, random_state=None, n_jobs=None):
+        """Confidence intervals for the random-effect standard deviations and the fixed effects (lme4's ``confint``).
 
         Parameters
         ----------
-        method : {"wald"}
-            Only Wald intervals for GLMMs.
+        method : {"wald", "profile", "bootstrap"}, default="wald"
+            ``"wald"``: estimate -/+ z standard error, fixed effects only
+            (the variance parameters' rows are NaN, as lme4's).
+            ``"profile"``: profile likelihood, as lme4's ``confint(method =
+            "profile")`` of a glmer fit: the Laplace (or quadrature)
+            deviance minimised over every other parameter, fixed effects
+            included; not for ``nagq=0`` fits.  ``"bootstrap"`` (or
+            ``"boot"``): percentile intervals of a parametric bootstrap
+            (lme4's ``bootMer``): responses drawn from the fitted model, each
+            refitted.  The default stays Wald (lme4's is the profile).
         level : float, default=0.95
+        parm : None, str or list of str
+            ``None`` for all, ``"theta_"`` for the variance parameters,
+            ``"beta_"`` for the fixed effects, or parameter names.
+        n_boot : int, default=500
+            Bootstrap replicates.
+        random_state : int, SeedSequence, Generator or None
+            Bootstrap seed; the result is the same for any ``n_jobs``.
+        n_jobs : int or None
+            Parallel workers (joblib) for the bootstrap and the profiles.
 
         Returns
         -------
         DataFrame
-            ``lower`` and ``upper`` per parameter: the variance parameters'
-            rows (lme4's ``sd_(Intercept)|g`` names) are NaN, as lme4's.
+            ``lower`` and ``upper`` per parameter, indexed by lme4's
+            ``oldNames = FALSE`` names (``sd_(Intercept)|herd``, then the
+            fixed effects); no ``sigma`` row for binomial and Poisson.
+
+        Examples
+        --------
+        >>> import sklmm
+        >>> from sklmm.datasets import load_cbpp
+        >>> herds = load_cbpp()
+        >>> model = sklmm.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)", herds, family="binomial")
+        >>> model.confint("profile").round(3)  # lme4: 0.346 1.100 / -1.901 -0.948 / -1.617 -0.408 / ...
+                             lower  upper
+        sd_(Intercept)|herd  0.346  1.100
+        (Intercept)         -1.901 -0.948
+        period2             -1.617 -0.408
+        period3             -1.801 -0.512
+        period4             -2.501 -0.801
         """
-        from .._inference.confint import glmm_wald_intervals
+        from .._inference.confint import confint
 
         check_is_fitted(self)
-        if method != "wald":
-            raise ValueError(f"method must be 'wald' for a generalised linear mixed model, got {method!r}")
-        return glmm_wald_intervals(self, level)
+        return confint(self, method=method, level=level, parm=parm, n_boot=n_boot, random_state=random_state, n_jobs=n_jobs)
 
     def simulate(self, n_sim=1, random_state=None):
         """Responses drawn from the fitted model (lme4's ``simulate``): new random effects, then the family.
@@ -694,8 +725,12 @@ def glmer(formula, data, *, family, link=None, weights=None, nagq=1, max_iter=10
         A two-sided lme4 formula, ``"response ~ fixed + (random | group)"``,
         with ``offset(x)`` terms as lme4 (see :func:`sklmm.lmer` for the
         syntax).  Binomial responses: a proportion (with ``weights`` the
-        numbers of trials), 0/1 numbers, booleans, or a two-level factor
-        (the first level, in sorted order, is failure, as R's factors).
+        numbers of trials), 0/1 numbers, booleans, a two-level factor
+        (the first level, in sorted order, is failure, as R's factors), or
+        counts ``cbind(successes, failures)`` (each an expression of the
+        columns, ``cbind(incidence, size - incidence)``): the proportion of
+        successes, with the totals times ``weights`` as prior weights, as
+        lme4; a row with a total of 0 has weight 0.
     data : DataFrame
     family : {"binomial", "poisson"}
     link : str or None, default=None
@@ -723,10 +758,13 @@ def glmer(formula, data, *, family, link=None, weights=None, nagq=1, max_iter=10
     ['(Intercept)', 'period2', 'period3', 'period4']
     >>> round(model.objective_, 3)  # lme4: 184.053
     184.053
+    >>> counts = sklmm.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)", herds, family="binomial")
+    >>> round(counts.objective_, 3)  # the same model
+    184.053
     """
     import pandas as pd
 
-    from .._model.formula import split_formula
+    from .._model.formula import cbind_arguments, split_formula
     from .formula import _response, _weights
 
     parts = split_formula(formula)
@@ -737,10 +775,67 @@ def glmer(formula, data, *, family, link=None, weights=None, nagq=1, max_iter=10
     rhs = formula.split("~", 1)[1].strip()
     estimator = MixedGLMRegressor(family=family, link=link, formula="~ " + rhs, nagq=nagq, max_iter=max_iter)
     estimator._validate_params()
-    response = _glmer_response(_response(parts.response, data), family)
     sample_weight = _weights(weights, data)
+    counts = cbind_arguments(parts.response)
+    trials = None
+    if counts is None:
+        response = _glmer_response(_response(parts.response, data), family)
+    else:
+        response, sample_weight, trials = _cbind_response(counts, parts.response, data, family, sample_weight)
     fam = make_family(family, link)
-    return estimator._fit_formula(data, response, None, sample_weight, None, fam, _numeric_response, formula_text=formula.strip())
+    return estimator._fit_formula(
+        data, response, None, sample_weight, None, fam, _numeric_response, formula_text=formula.strip(), trials=trials,
+    )
+
+
+def _cbind_response(counts: tuple[str, str], expression: str, data, family: str, weights):
+    """lme4's reading of ``cbind(successes, failures)`` (R's ``binomial()$initialize``).
+
+    The response is the proportion ``successes / (successes + failures)``
+    (0 where the total is 0), the prior weights the totals times
+    ``weights`` (the row of a zero total then has weight 0: it is left out
+    of the fit, and counted in ``n_obs_`` as lme4's ``nobs``).  Returns
+    (proportion, prior weights, trials): ``trials`` are the totals (the
+    log-likelihood's binomial constant counts them when ``weights`` scale
+    the prior weights; the summary prints no weights line unless
+    ``weights`` was given, as lme4).
+    """
+    from .formula import _response
+
+    if family != "binomial":
+        raise ValueError(
+            f"a cbind(successes, failures) response ({expression}) needs family='binomial', got "
+            f"family={family!r}; for counts with family='poisson' write the count column alone"
+        )
+    columns = []
+    for argument in counts:
+        values = np.asarray(_response(argument, data))
+        if values.dtype.kind not in "biuf":
+            raise TypeError(f"{expression}: {argument!r} must be numeric counts, got dtype {values.dtype}")
+        values = values.astype(np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            raise ValueError(f"{expression}: {argument!r} has {int(bad.sum())} NaN or infinite value(s) (first at row {int(np.flatnonzero(bad)[0])})")
+        negative = values < 0
+        if negative.any():
+            i = int(np.flatnonzero(negative)[0])
+            raise ValueError(
+                f"{expression}: {argument!r} has {int(negative.sum())} negative count(s) (first at row {i}: "
+                f"{values[i]:g}); successes and failures must be >= 0"
+            )
+        columns.append(values)
+    successes, failures = columns
+    fractional = (successes != np.round(successes)) | (failures != np.round(failures))
+    if fractional.any():
+        _warnings.warn_non_integer_counts(expression, int(fractional.sum()), int(np.flatnonzero(fractional)[0]))
+    totals = successes + failures
+    if not np.any(totals > 0):
+        raise ValueError(f"{expression}: every row has zero trials (successes + failures = 0)")
+    proportion = np.where(totals > 0, successes / np.where(totals > 0, totals, 1.0), 0.0)
+    if weights is None:
+        return proportion, totals, totals
+    given = as_sample_weight(weights, len(totals))
+    return proportion, totals * given, totals
 
 
 def _glmer_response(values, family: str) -> np.ndarray:

@@ -14,6 +14,13 @@ replicate replaces the y row of the cross-product blocks (X'Wy, Z'Wy, y'Wy,
 formed for all replicates at once by a few matrix products) and optimises
 from lme4's ``refit`` start.
 
+GLMMs (binomial, Poisson): each replicate draws new random effects, then
+the response from the family (:class:`~sklmm._inference.simulate.GlmmSimulationModel`),
+and is refitted by :func:`sklmm._engine.pirls.fit_glmm` with the fit's
+``nagq``; PIRLS reweights the rows at every step, so nothing of the cross
+products carries over.  The parameters are the random effects' standard
+deviations and correlations (no sigma), then the fixed effects.
+
 Reproducibility: one :class:`numpy.random.SeedSequence` made from
 ``random_state`` spawns one child seed per replicate, so the replicates do
 not depend on how they are split between ``n_jobs`` workers.  lme4 uses R's
@@ -290,6 +297,42 @@ def _run_replicates(data, sim_model, seeds, reml: bool, theta0, max_iter: int, s
 _BATCH = 64
 
 
+def _run_glmm_replicates(data, sim_model, seeds, family, nagq: int, max_iter: int, sizes, one_thread: bool) -> list:
+    """A GLMM's replicates: one draw per seed (its own generator), each refitted by :func:`fit_glmm`.
+
+    PIRLS reweights the rows at every step, so no cross products carry over
+    between responses (unlike :class:`ResponseRefitter`): each replicate is
+    a fit of the simulated response, as lme4's ``refit``.
+    """
+    from contextlib import nullcontext
+
+    from threadpoolctl import threadpool_limits
+
+    out = []
+    with threadpool_limits(limits=1, user_api="blas") if one_thread else nullcontext():
+        for seed in seeds:
+            y = sim_model.draw(np.random.default_rng(seed))
+            out.append(_glmm_replicate(data, y, family, nagq, max_iter, sizes))
+    return out
+
+
+def _glmm_replicate(data, y: np.ndarray, family, nagq: int, max_iter: int, sizes):
+    """One GLMM replicate's refit, with warnings silenced (they are counted)."""
+    from dataclasses import replace
+
+    from .._engine.pirls import fit_glmm
+
+    y = np.where(np.isfinite(y), y, 0.0)  # rows of weight 0 (NaN draws) are left out of the fit
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            fit = fit_glmm(replace(data, y=y), family, nagq=nagq, max_evaluations=max_iter)
+        except (ValueError, np.linalg.LinAlgError, ArithmeticError):
+            return None, False, False
+    params = np.concatenate([_parameters.theta_to_sdcor(fit.theta, sizes, 1.0)[:-1], fit.beta[fit.kept]])
+    return params, fit.singular, fit.converged
+
+
 def _replicate(problem, lower, theta0, max_iter: int, sizes):
     """One replicate's refit, with warnings silenced (they are counted)."""
     with warnings.catch_warnings():
@@ -312,7 +355,7 @@ def parametric_bootstrap(est, n_boot: int = 500, random_state=None, n_jobs=None)
 
     Parameters
     ----------
-    est : MixedLinearRegressor
+    est : MixedLinearRegressor, MixedGLMRegressor or MixedLogisticRegression
         A fitted model (with its training data: not unpickled).
     n_boot : int, default=500
         Number of replicates (lme4's ``nsim``).
@@ -335,27 +378,39 @@ def parametric_bootstrap(est, n_boot: int = 500, random_state=None, n_jobs=None)
     >>> result.replicates.shape
     (20, 3)
     """
+    from functools import partial
+
+    from .confint import parameter_index
+
     data = est._require_training_data("the parametric bootstrap")
     sizes = _parameters.term_sizes(est._fitted_terms)
-    names = _parameters.parameter_names(est._fitted_terms) + list(est.fixed_effects_.index)
-    estimates = np.concatenate(
-        [_parameters.theta_to_sdcor(est.theta_, sizes, est.sigma_), est.fixed_effects_["estimate"].to_numpy()]
-    )
-    sim_model = simulation_model(data, est.coef_, est.intercept_, est._fitted_terms, est.sigma_)
+    variance, fixed = parameter_index(est)
+    names = variance + fixed
+    sdcor = _parameters.theta_to_sdcor(est.theta_, sizes, est.sigma_)[: len(variance)]  # a GLMM: no sigma
+    estimates = np.concatenate([sdcor, est.fixed_effects_["estimate"].to_numpy()])
+    if getattr(est, "family_", None) is not None:  # a GLMM: draws from its family, refits by PIRLS
+        from .._model.families import make_family
+        from .simulate import glmm_simulation_model
+
+        sim_model = glmm_simulation_model(est, data)
+        family = make_family(est.family_, est.link_)
+        run = partial(_run_glmm_replicates, data, sim_model, family=family, nagq=est._fit_result.nagq,
+                      max_iter=est.max_iter, sizes=sizes, one_thread=_small(est))
+    else:
+        sim_model = simulation_model(data, est.coef_, est.intercept_, est._fitted_terms, est.sigma_)
+        run = partial(_run_replicates, data, sim_model, reml=est.reml, theta0=est.theta_,
+                      max_iter=est.max_iter, sizes=sizes, one_thread=_small(est))
     seeds = as_seed_sequence(random_state).spawn(n_boot)
     workers = 1 if n_jobs is None else int(n_jobs)
     if workers < 0:
         import os
 
         workers = max(1, (os.cpu_count() or 1) + 1 + workers)
-    one_thread = _small(est)
     if workers > 1:
         chunks = [seeds[i::workers] for i in range(workers)]
-        runs = Parallel(n_jobs=workers)(
-            delayed(_run_replicates)(data, sim_model, chunk, est.reml, est.theta_, est.max_iter, sizes, one_thread) for chunk in chunks
-        )
+        runs = Parallel(n_jobs=workers)(delayed(run)(chunk) for chunk in chunks)
     else:
-        runs = [_run_replicates(data, sim_model, seeds, est.reml, est.theta_, est.max_iter, sizes, one_thread)]
+        runs = [run(seeds)]
     # put the replicates back in seed order: chunk c holds seeds c, c + workers, ...
     ordered = [None] * n_boot
     for c, run in enumerate(runs):

@@ -11,9 +11,13 @@ methods:
     limits are NaN (Wald intervals for them are not offered);
     ``parm="beta_"`` gives the fixed effects alone.
 ``"profile"``
-    Profile-likelihood intervals (:mod:`sklmm._profile`); lme4's default.
+    Profile-likelihood intervals (:mod:`sklmm._inference.profile`); lme4's default.
 ``"bootstrap"``
-    Percentile intervals of a parametric bootstrap (:mod:`sklmm._bootstrap`).
+    Percentile intervals of a parametric bootstrap (:mod:`sklmm._inference.bootstrap`).
+
+The same three for a binomial or Poisson GLMM (no ``sigma`` row; the
+profile is of the fit's Laplace or quadrature deviance, the bootstrap
+refits each draw by PIRLS).
 """
 
 from __future__ import annotations
@@ -28,8 +32,15 @@ METHODS = {"wald": "wald", "profile": "profile", "bootstrap": "bootstrap", "boot
 
 
 def parameter_index(est) -> tuple[list[str], list[str]]:
-    """(variance parameter names with sigma, fixed-effect names) of a fitted model."""
-    return _parameters.parameter_names(est._fitted_terms), list(est.fixed_effects_.index)
+    """(variance parameter names with sigma, fixed-effect names) of a fitted model.
+
+    A binomial or Poisson GLMM has no sigma (lme4's ``confint`` of a glmer
+    fit has no ``sigma`` row).
+    """
+    variance = _parameters.parameter_names(est._fitted_terms)
+    if getattr(est, "family_", None) is not None:
+        variance = variance[:-1]
+    return variance, list(est.fixed_effects_.index)
 
 
 def select_parameters(est, parm) -> list[str]:
@@ -98,14 +109,3 @@ def confint(est, method: str = "profile", level: float = 0.95, parm=None, n_boot
     )
     return frame
 
-
-def glmm_wald_intervals(est, level: float) -> pd.DataFrame:
-    """Wald intervals of a GLMM, as lme4's ``confint(glmer, method = "Wald")``.
-
-    The variance parameters' rows (no ``sigma`` for binomial and Poisson
-    families) are NaN; the fixed effects' are ``estimate -/+ z SE``.
-    """
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level={level!r} must be between 0 and 1")
-    variance = [name for name in _parameters.parameter_names(est._fitted_terms) if name != "sigma"]
-    return wald_confint(est, level, variance + list(est.fixed_effects_.index))

@@ -18,7 +18,14 @@ limit is found by bracketing and Brent's method on zeta itself, so the
 limits are those of the exact profile (lme4's spline agrees to about 1e-4
 relative on the reference cases).
 
-The deviances (beta profiled out where it is not the parameter)::
+A binomial or Poisson GLMM (:class:`_GlmmProfiler`) is profiled as lme4
+profiles a glmer fit: its deviance is the fit's Laplace (or adaptive
+quadrature) objective of (sdcor parameters, beta), with no sigma, and with
+one parameter held it is minimised over all the others, the fixed effects
+included (lme4 holds a fixed effect as an offset and refits; the minimum is
+the same).  The search for the limits is the linear model's.
+
+The linear model's deviances (beta profiled out where it is not the parameter)::
 
     variance parameters:  D(theta, sigma) = ldL2 - ldW + n log(2 pi sigma^2) + pwrss / sigma^2
     fixed effect j = v:   D_j(theta, v) = ldL2 - ldW + n (1 + log(2 pi r / n)),
@@ -155,12 +162,15 @@ class _Profiler:
 
     # -- zeta --------------------------------------------------------------------
 
-    def zeta_function(self, k: int):
-        """zeta_k as a function of the parameter value (k indexes ``fit.names``), with warm starts."""
+    def _setup(self, k: int):
+        """What profiling parameter k needs: (centre, lower, upper, scale, start, objective).
+
+        ``objective(x, y)`` is the deviance minus the fit's with parameter k
+        at x and the other free parameters at y (bounded by lower and upper,
+        on the scale ``scale``, started from ``start``).
+        """
         n_var = len(self.psi_hat)
         base = self.fit.deviance
-        solutions: dict[float, np.ndarray] = {}
-
         if k < n_var:
             free = np.array([i for i in range(n_var) if i != k], dtype=int)
             centre = self.psi_hat[k]
@@ -187,6 +197,13 @@ class _Profiler:
             def objective(x, y):
                 return self.deviance_fixed(j, x, y) - base
 
+        return centre, lower, upper, scale, start0, objective
+
+    def zeta_function(self, k: int):
+        """zeta_k as a function of the parameter value (k indexes ``fit.names``), with warm starts."""
+        centre, lower, upper, scale, start0, objective = self._setup(k)
+        base = self.fit.deviance
+        solutions: dict[float, np.ndarray] = {}
         cache: dict[float, float] = {}
 
         def zeta(x: float) -> float:
@@ -219,6 +236,15 @@ class _Profiler:
     def limits(self, k: int, z: float) -> tuple[float, float]:
         """Lower and upper limits of parameter k where zeta = -/+ z."""
         zeta, centre = self.zeta_function(k)
+        lo, hi, step = self._search(k, centre)
+        name = self.fit.names[k]
+        return (
+            _limit(zeta, centre, -1.0, lo, hi, z, step, name),
+            _limit(zeta, centre, +1.0, lo, hi, z, step, name),
+        )
+
+    def _search(self, k: int, centre: float) -> tuple[float, float, float]:
+        """The range of parameter k and the first step of the search for its limits."""
         n_var = len(self.psi_hat)
         if k < n_var:
             lo, hi = self.lower[k], self.upper[k]
@@ -231,11 +257,115 @@ class _Profiler:
         else:
             lo, hi = -np.inf, np.inf
             step = 0.5 * self.fit.std_error[k - n_var]
-        name = self.fit.names[k]
-        return (
-            _limit(zeta, centre, -1.0, lo, hi, z, step, name),
-            _limit(zeta, centre, +1.0, lo, hi, z, step, name),
+        return lo, hi, step
+
+
+@dataclass
+class GlmmProfileFit:
+    """A GLMM fit that profiles start from (no refit: a GLMM's criterion is already the likelihood)."""
+
+    problem: object  # sklmm._engine.pirls.GlmmProblem
+    nagq: int
+    theta: np.ndarray
+    beta: np.ndarray  # the estimated (kept) fixed effects
+    std_error: np.ndarray
+    deviance: float  # the objective at (theta, beta), as the profile computes it
+    sizes: list
+    names: list  # variance parameter names (no sigma), then fixed-effect names
+    sigma: float = 1.0
+
+
+def glmm_profile_fit(est) -> GlmmProfileFit:
+    """The GLMM's problem at its estimates (lme4's ``profile`` of a glmer fit uses the fit as it is)."""
+    from .._engine.pirls import prepare_glmm
+    from .._model.families import make_family
+
+    fit = est._fit_result
+    if fit.nagq == 0:
+        raise ValueError(
+            "confint(method='profile') needs a fit of the Laplace (nagq=1) or quadrature (nagq > 1) "
+            "likelihood; this model was fitted with nagq=0 (beta not optimised with theta, as lme4's "
+            "nAGQ = 0): refit with nagq=1, or use method='wald' or 'bootstrap'"
         )
+    data = est._require_training_data("confint(method='profile')")
+    prepared = prepare_glmm(data, make_family(est.family_, est.link_), warn=False)
+    beta = fit.beta[prepared.kept]
+    profile_fit = GlmmProfileFit(
+        problem=prepared.problem,
+        nagq=int(fit.nagq),
+        theta=np.asarray(fit.theta, dtype=float),
+        beta=beta,
+        std_error=np.sqrt(np.diag(fit.vcov)),
+        deviance=np.nan,
+        sizes=_parameters.term_sizes(est._fitted_terms),
+        names=_parameters.parameter_names(est._fitted_terms)[:-1] + [prepared.fixed_names[j] for j in prepared.kept],
+    )
+    return profile_fit
+
+
+class _GlmmProfiler(_Profiler):
+    """zeta functions of a GLMM: the Laplace (or quadrature) deviance over (sdcor, beta).
+
+    As lme4's ``profile`` of a glmer fit: with one parameter held, the
+    deviance is minimised over all the others, the fixed effects included
+    (lme4 refits with the held fixed effect as an offset; here it is held
+    in the same parameter vector).  Each deviance is one PIRLS for the
+    conditional modes (warm-started from the previous one), then the
+    Laplace or adaptive Gauss-Hermite objective of the fit's ``nagq``.
+    There is no sigma: the standard deviations are those of the random
+    effects themselves (lme4's ``sigma()`` is 1).
+    """
+
+    def __init__(self, fit: GlmmProfileFit):
+        self.fit = fit
+        self.problem = fit.problem
+        self.n_var = len(fit.names) - len(fit.beta)
+        self.psi_hat = _parameters.theta_to_sdcor(fit.theta, fit.sizes, 1.0)[:-1]
+        lower, upper = _parameters.bounds(fit.sizes)
+        self.lower = np.concatenate([lower[:-1], np.full(len(fit.beta), -np.inf)])
+        self.upper = np.concatenate([upper[:-1], np.full(len(fit.beta), np.inf)])
+        scale = np.where(self.psi_hat > 0, self.psi_hat, 1.0)
+        scale[_parameters.is_correlation(fit.sizes)[:-1]] = 1.0
+        self.scale = np.concatenate([scale, np.where(fit.std_error > 0, fit.std_error, 1.0)])
+        self.estimates = np.concatenate([self.psi_hat, fit.beta])
+        self._u = None
+        fit.deviance = self.deviance(self.estimates)
+
+    def deviance(self, params: np.ndarray) -> float:
+        """The fit's objective at (sdcor parameters, fixed effects); beta and u are not profiled out."""
+        theta = _parameters.sdcor_to_theta(np.append(params[: self.n_var], 1.0), self.fit.sizes)
+        beta = params[self.n_var :]
+        problem = self.problem
+        u = problem.zero_u() if self._u is None else self._u
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            try:
+                state = problem.pirls(theta, beta, u, joint=False)
+                value = problem.objective(state, theta, self.fit.nagq)
+            except (np.linalg.LinAlgError, FloatingPointError, ValueError):
+                return np.inf
+        if not np.isfinite(value):
+            return np.inf
+        self._u = state.u
+        return float(value)
+
+    def _setup(self, k: int):
+        free = np.array([i for i in range(len(self.estimates)) if i != k], dtype=int)
+        base = self.fit.deviance
+
+        def objective(x, y):
+            params = np.empty(len(self.estimates))
+            params[free] = y
+            params[k] = x
+            return self.deviance(params) - base
+
+        return self.estimates[k], self.lower[free], self.upper[free], self.scale[free], self.estimates[free], objective
+
+    def _search(self, k: int, centre: float) -> tuple[float, float, float]:
+        if k >= self.n_var:
+            return -np.inf, np.inf, 0.5 * self.scale[k]
+        if _parameters.is_correlation(self.fit.sizes)[k]:
+            return self.lower[k], self.upper[k], 0.01
+        return self.lower[k], self.upper[k], 0.01 * centre if centre > 0 else 1e-3
 
 
 def _minimize(f, x0: np.ndarray, lower: np.ndarray, upper: np.ndarray, scale: np.ndarray):
@@ -319,7 +449,8 @@ def small_problem_threads(problem: ProfiledDeviance):
 
     from threadpoolctl import threadpool_limits
 
-    return threadpool_limits(limits=1, user_api="blas") if problem.q_rest <= 1000 else nullcontext()
+    q_rest = getattr(problem, "template", problem).q_rest  # a GLMM's problem: its linear template
+    return threadpool_limits(limits=1, user_api="blas") if q_rest <= 1000 else nullcontext()
 
 
 def _limits_of(profiler: _Profiler, indices: list[int], z: float) -> list[tuple[float, float]]:
@@ -346,8 +477,11 @@ def profile_confint(est, level: float = 0.95, parm=None, n_jobs=None) -> pd.Data
     sigma                   38.23    67.66
     (Intercept)           1486.45  1568.55
     """
-    fit = ml_fit(est)
-    profiler = _Profiler(fit)
+    if getattr(est, "family_", None) is not None:  # a GLMM: its own likelihood, no ML refit
+        profiler = _GlmmProfiler(glmm_profile_fit(est))
+    else:
+        profiler = _Profiler(ml_fit(est))
+    fit = profiler.fit
     z = float(norm.ppf(0.5 + level / 2.0))
     names = fit.names if parm is None else list(parm)
     indices = [fit.names.index(name) for name in names]

@@ -120,6 +120,46 @@ def simulate(model: SimulationModel, n_sim: int, random_state=None) -> np.ndarra
     return out
 
 
+@dataclass
+class GlmmSimulationModel:
+    """A fitted GLMM's distribution on its training rows (lme4's ``simulate`` of a glmer fit).
+
+    Attributes
+    ----------
+    linear : SimulationModel
+        The linear predictor's part: ``mean`` is ``offset + X beta`` and the
+        terms' factors are ``lambda_t`` (sigma is 1).
+    family : Family
+    trials : ndarray of shape (n,)
+        Binomial: the rows' numbers of trials (the prior weights, 1 for
+        labels); Poisson: the prior weights (not used by the draw).
+    """
+
+    linear: SimulationModel
+    family: object
+    trials: np.ndarray
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        """One response: new random effects, then the family at ``mu = linkinv(eta)``; NaN where the weight is 0."""
+        eta = self.linear.mean.copy()
+        for (refs, z, factor), m in zip(self.linear.terms, self.linear.n_levels):
+            b = rng.standard_normal((m, factor.shape[0])) @ factor.T
+            eta += np.einsum("ij,ij->i", z, b[refs])
+        y = self.family.simulate(self.family.link.linkinv(eta), self.trials, rng)
+        y[self.trials == 0] = np.nan
+        return y
+
+
+def glmm_simulation_model(est, data) -> GlmmSimulationModel:
+    """The :class:`GlmmSimulationModel` of a fitted GLMM estimator on its training data."""
+    from .._model.families import make_family
+
+    family = make_family(est.family_, est.link_)
+    linear = simulation_model(data, est.coef_, est.intercept_, est._fitted_terms, 1.0)  # mean includes the offset
+    trials = np.ones(len(linear.mean)) if data.weights is None else np.asarray(data.weights, dtype=float)
+    return GlmmSimulationModel(linear, family, trials)
+
+
 def simulate_glmm(est, data, n_sim: int, random_state=None) -> np.ndarray:
     """Draws from a fitted GLMM on its training rows, as lme4's ``simulate`` of a glmer fit.
 
@@ -128,19 +168,9 @@ def simulate_glmm(est, data, n_sim: int, random_state=None) -> np.ndarray:
     binomial proportions of the row's trials (``sample_weight``, 1 for
     labels), Poisson counts.  Rows with weight 0 are NaN.
     """
-    from .._model.families import make_family
-
-    family = make_family(est.family_, est.link_)
-    model = simulation_model(data, est.coef_, est.intercept_, est._fitted_terms, 1.0)
-    offset = 0.0 if data.offset is None else data.offset
-    trials = np.ones(len(model.mean)) if data.weights is None else data.weights
+    model = glmm_simulation_model(est, data)
     rng = as_generator(random_state)
-    out = np.empty((len(model.mean), n_sim))
+    out = np.empty((len(model.trials), n_sim))
     for k in range(n_sim):
-        eta = model.mean + offset
-        for (refs, z, factor), m in zip(model.terms, model.n_levels):
-            b = rng.standard_normal((m, factor.shape[0])) @ factor.T
-            eta = eta + np.einsum("ij,ij->i", z, b[refs])
-        out[:, k] = family.simulate(family.link.linkinv(eta), trials, rng)
-    out[trials == 0] = np.nan
+        out[:, k] = model.draw(rng)
     return out

@@ -121,18 +121,26 @@ class Family:
         two_w = 2.0 * w
         return lambda mu: two_w * (const - xlogy(y, mu) + mu)
 
-    def saturated(self, y: np.ndarray, w: np.ndarray) -> float:
+    def saturated(self, y: np.ndarray, w: np.ndarray, trials: np.ndarray | None = None) -> float:
         """``-2 log p(y | mu = y)``, the constant between the deviance and -2 log-likelihood.
 
         Binomial: ``-2 sum log dbinom(w y; w, y)`` (trials ``w``), as R's
-        ``binomial()$aic`` with ``weights=`` the numbers of trials.
+        ``binomial()$aic`` with ``weights=`` the numbers of trials.  With a
+        ``cbind(successes, failures)`` response, ``trials`` are the row totals
+        and ``w`` the totals times the ``weights=`` given: R's ``aic`` then
+        counts each row's binomial log-density ``w / trials`` times,
+        ``-2 sum (w / m) log dbinom(m y; m, y)`` with ``m = trials`` (``m = w``
+        when no total exceeds 1, as R's).
         Poisson: ``-2 sum w log dpois(y; y)``, as ``poisson()$aic``.
         """
         if self.name == "binomial":
-            k = np.round(w * y)
-            m = np.round(w)
+            m = w if trials is None or not np.any(trials > 1) else trials
+            with np.errstate(divide="ignore", invalid="ignore"):
+                times = np.where(m > 0, w / np.where(m > 0, m, 1.0), 0.0)
+            # R: dbinom(round(m y), round(m), y, log = TRUE), counts rounded as R rounds them
+            m, k = np.round(m), np.round(m * y)
             log_choose = gammaln(m + 1.0) - gammaln(k + 1.0) - gammaln(m - k + 1.0)
-            return float(-2.0 * np.sum(log_choose + w * (xlogy(y, y) + xlogy(1.0 - y, 1.0 - y))))
+            return float(-2.0 * np.sum(times * (log_choose + xlogy(k, y) + xlogy(m - k, 1.0 - y))))
         return float(-2.0 * np.sum(w * (xlogy(y, y) - y - gammaln(y + 1.0))))
 
     def initial_mu(self, y: np.ndarray, w: np.ndarray) -> np.ndarray:

@@ -52,6 +52,11 @@ FUNCTIONS.update({"asin": np.arcsin, "acos": np.arccos, "atan": np.arctan, "pi":
 _R_CONTRASTS = {"sum": "contr.sum", "helmert": "contr.helmert", "poly": "contr.poly", "treatment": "contr.treatment"}
 
 
+def _formula_error(message: str, text: str, pos: int) -> FormulaError:
+    """A :class:`FormulaError` for ``text`` at ``pos`` (its arguments in their order: text, pos, message)."""
+    return FormulaError(text, pos, message)
+
+
 @dataclass(frozen=True)
 class Bar:
     """One ``(lhs | group)`` term of a formula, as written."""
@@ -96,7 +101,7 @@ def split_formula(text: str) -> SplitFormula:
         raise TypeError(f"formula must be a string such as 'y ~ x + (1 | g)', got {type(text).__name__}")
     depth_zero_tilde = [i for i, depth in _depths(text) if text[i] == "~" and depth == 0]
     if len(depth_zero_tilde) != 1:
-        raise FormulaError(
+        raise _formula_error(
             f"a formula needs exactly one '~' (response ~ terms, or ~ terms): {text!r}",
             text,
             depth_zero_tilde[1] if len(depth_zero_tilde) > 1 else 0,
@@ -111,11 +116,11 @@ def split_formula(text: str) -> SplitFormula:
         bar = _as_bar(stripped)
         if bar is not None:
             if sign == "-":
-                raise FormulaError(f"a random-effects term cannot be subtracted: {stripped!r}", text, start)
+                raise _formula_error(f"a random-effects term cannot be subtracted: {stripped!r}", text, start)
             bars.append(bar)
         elif re.fullmatch(r"offset\s*\(.*\)", stripped, re.S):
             if sign == "-":
-                raise FormulaError(f"an offset cannot be subtracted: {stripped!r}", text, start)
+                raise _formula_error(f"an offset cannot be subtracted: {stripped!r}", text, start)
             offsets.append(stripped[stripped.index("(") + 1 : -1].strip())
         elif stripped:
             fixed.append((sign, stripped))
@@ -127,7 +132,7 @@ def split_formula(text: str) -> SplitFormula:
     elif fixed_text.startswith("- "):
         fixed_text = "1 " + fixed_text
     if any("|" in term for _, term in fixed):
-        raise FormulaError(f"a '|' outside a parenthesised random-effects term: {text!r}", text, text.index("|"))
+        raise _formula_error(f"a '|' outside a parenthesised random-effects term: {text!r}", text, text.index("|"))
     return SplitFormula(text, response, fixed_text, tuple(offsets), tuple(bars))
 
 
@@ -152,12 +157,12 @@ def _top_level_terms(rhs: str, text: str, offset: int) -> list[tuple[str, str, i
         elif char == ")":
             depth -= 1
             if depth < 0:
-                raise FormulaError(f"unbalanced ')' in formula {text!r}", text, offset + i)
+                raise _formula_error(f"unbalanced ')' in formula {text!r}", text, offset + i)
         elif char in "+-" and depth == 0 and not _inside_number(rhs, i):
             pieces.append((sign, rhs[start:i], offset + start))
             sign, start = char, i + 1
     if depth != 0:
-        raise FormulaError(f"unbalanced '(' in formula {text!r}", text, offset + rhs.rfind("("))
+        raise _formula_error(f"unbalanced '(' in formula {text!r}", text, offset + rhs.rfind("("))
     pieces.append((sign, rhs[start:], offset + start))
     return [p for p in pieces if p[1].strip() or p[0] == "-"]
 
@@ -502,6 +507,40 @@ def evaluate_response(expression: str, data: pd.DataFrame) -> np.ndarray:
     return _materialize(block, frame, "the response")[:, 0]
 
 
+def cbind_arguments(expression: str) -> tuple[str, str] | None:
+    """The two columns of a ``cbind(successes, failures)`` response, or None for any other response.
+
+    Each argument is an expression of its own (``size - incidence``),
+    evaluated as a response is (:func:`evaluate_response`).
+
+    Examples
+    --------
+    >>> cbind_arguments("cbind(incidence, size - incidence)")
+    ('incidence', 'size - incidence')
+    >>> cbind_arguments("prop") is None
+    True
+    >>> cbind_arguments("cbind(a, b) / log(c)") is None
+    True
+    """
+    text = expression.strip()
+    match = re.fullmatch(r"cbind\s*\((.*)\)", text, flags=re.DOTALL)
+    if match is None:
+        return None
+    inner = match.group(1)
+    if any(depth < 0 for _, depth in _depths(inner)):
+        return None  # "cbind(a, b) + log(c)": the parenthesis of cbind( closes before the end
+    commas = [i for i, depth in _depths(inner) if inner[i] == "," and depth == 0]
+    if len(commas) != 1:
+        raise ValueError(
+            f"cbind() in a response takes two columns, cbind(successes, failures), got {len(commas) + 1} "
+            f"argument(s) in {text!r}"
+        )
+    first, second = inner[: commas[0]].strip(), inner[commas[0] + 1 :].strip()
+    if not first or not second:
+        raise ValueError(f"cbind() has an empty argument in {text!r}: write cbind(successes, failures)")
+    return first, second
+
+
 @dataclass
 class Encoded:
     """A formula model's matrices for one data set (see :meth:`FormulaDesign.encode`)."""
@@ -678,7 +717,7 @@ def _grouping_factors(bar: Bar, text: str) -> list[tuple[str, ...]]:
     try:
         specs = parse_random_effects(f"(1 | {bar.group})")
     except FormulaError as error:
-        raise FormulaError(f"the grouping factor {bar.group!r} in {text!r} does not parse: {error}", text, text.find(bar.group)) from None
+        raise _formula_error(f"the grouping factor {bar.group!r} in {text!r} does not parse: {error}", text, text.find(bar.group)) from None
     return [spec.factors for spec in specs]
 
 

@@ -715,7 +715,9 @@ def summarize_glmm(est) -> GlmmSummary:
         n_groups=pd.Series(n_groups, dtype=int),
         fixed_effects=fixed,
         fixed_effects_correlation=correlation,
-        weighted=data is not None and data.weights is not None,
+        # a cbind() response's totals are prior weights, but lme4 prints a weights line only for weights=
+        weighted=data is not None and data.weights is not None
+        and (getattr(data, "trials", None) is None or not np.array_equal(data.weights, data.trials)),
         messages=_messages(est),
         class_name=type(est).__name__,
         family=f"{est.family_}  ( {est.link_} )",
@@ -728,4 +730,6 @@ def _pearson_quantiles(est, data) -> pd.Series | None:
     if data is None:
         return None
     _, residuals = fitted_and_residuals(est, data)
+    # lme4 keeps rows of weight 0 (a cbind() total of 0) in the fit, with Pearson residual 0
+    residuals = np.concatenate([residuals, np.zeros(len(data.y) - len(residuals))])
     return pd.Series(np.quantile(residuals, [0.0, 0.25, 0.5, 0.75, 1.0]), index=["Min", "1Q", "Median", "3Q", "Max"])
