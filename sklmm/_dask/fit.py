@@ -357,10 +357,14 @@ def fit_estimator(est, X, y, groups=None, sample_weight=None):
     """
     est._validate_params()
     if getattr(est, "formula", None) is not None:
-        raise NotImplementedError(
-            "formula= on Dask collections is not supported yet: pass the fixed-effect columns as X "
-            "and random_effects= (the fixed part's transformations would have to run per partition)"
-        )
+        if groups is not None:
+            raise ValueError(
+                "groups was passed to fit, but a formula model takes its grouping factors from the "
+                "columns of X that the formula names; pass groups=None and keep those columns in X"
+            )
+        from .formula import fit_formula
+
+        return fit_formula(est, X, y, sample_weight)
     X = as_frame(X, "X", "x0")
     y = as_frame(y, "y", "y")
     if y._meta.shape[1] != 1:

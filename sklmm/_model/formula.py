@@ -525,6 +525,11 @@ def _prepare_data(data, argument: str) -> pd.DataFrame:
     if frame.columns.duplicated().any():
         raise ValueError(f"{argument} has repeated column names: {list(frame.columns[frame.columns.duplicated()])}")
     for name in frame.columns:
+        dtype = frame[name].dtype
+        if isinstance(dtype, pd.StringDtype) and dtype.na_value is pd.NA:
+            # pandas' "string" dtype (Dask's reading of text), which formulaic does not take for a
+            # factor (it does take pandas' default "str"): as object, with the same levels
+            frame[name] = frame[name].astype(object)
         if frame[name].dtype == bool:
             frame[name] = pd.Categorical(np.where(frame[name].to_numpy(), "TRUE", "FALSE"), categories=["FALSE", "TRUE"])
     return frame.reset_index(drop=True)
