@@ -10,6 +10,7 @@ processes.
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -120,13 +121,35 @@ def test_levels_from_every_partition_zero_weights_and_categoricals(data):
     assert list(got.fixed_effects_.index) == ["(Intercept)", "x0", "kc3", "kc1", "kc0", "kc2", "kc4"]
 
 
-def test_stateful_transforms_and_bad_input_are_refused_by_name(data):
+@pytest.mark.parametrize("formula", ["y ~ scale(x0) + center(log(t)) + (1 + scale(x0) | a)", "y ~ x1:scale(x0^2) + (center(x1) || b) + (1 | a)"])
+def test_center_and_scale_use_the_statistics_of_all_partitions(data, formula):
+    """center()/scale(): mean and standard deviation over all rows (weights aside, as formulaic),
+    combined from the partitions' moments; fit and predictions as in memory."""
+    ddf = dd.from_pandas(data, npartitions=5)
+    expected = sklmm.lmer(formula, data, weights="w")
+    with dask.config.set(scheduler="synchronous"):
+        got = sklmm.lmer(formula, ddf, weights="w")
+        predicted = got.predict(ddf).compute()
+    assert_same_fit(got, expected)
+    for key, state in expected._design.fixed.spec.transform_state.items():
+        for name in ("center", "scale"):
+            if state[name] is not None:
+                assert got._design.fixed.spec.transform_state[key][name] == pytest.approx(state[name], rel=1e-13)
+    np.testing.assert_allclose(predicted.to_numpy(), expected.predict(data), rtol=RTOL)
+
+
+def test_other_stateful_transforms_and_bad_input_are_refused_by_name(data):
     ddf = dd.from_pandas(data, npartitions=3)
     with dask.config.set(scheduler="synchronous"):
-        for formula in ("y ~ scale(x0) + (1 | a)", "y ~ x1 + (center(x0) | a)", "y ~ poly(x0, 2) + (1 | a)"):
-            with pytest.raises(ValueError, match=r"stateful transform\(s\) \['(scale|center|poly)\(x0(, 2)?\)'\]"):
+        for formula, call in [
+            ("y ~ poly(x0, 2) + (1 | a)", "poly(x0, 2)"),
+            ("y ~ x1 + (bs(x0, df=4) | a)", "bs(x0, df=4)"),
+            ("y ~ scale(x0, center=False) + (1 | a)", "scale(x0, center=False)"),
+            ("y ~ lag(x0) + (1 | a)", "lag(x0)"),
+        ]:
+            with pytest.raises(ValueError, match=r"stateful transform\(s\) \[" + re.escape(repr(call)) + r"\]"):
                 sklmm.lmer(formula, ddf)
-        with pytest.raises(ValueError, match="stateful"):
+        with pytest.raises(ValueError, match=r"stateful transform\(s\) \['scale\(y\)'\]"):
             sklmm.lmer("scale(y) ~ x0 + (1 | a)", ddf)
         with pytest.raises(ValueError, match="grouping factor 'z'"):
             sklmm.lmer("y ~ x0 + (1 | z)", ddf)

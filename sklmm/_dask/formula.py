@@ -13,16 +13,21 @@ that one design (:meth:`FormulaDesign.encode`: fixed matrix, random-term
 columns including factor slopes, ``offset()``), so every partition codes a
 level the same way and the fit equals the in-memory formula fit.
 
-Stateful transforms (``scale()``, ``center()``, ``poly()``, formulaic's
-``standardize()``, ``bs()``, ...) learn statistics of the whole column
-(mean, standard deviation, orthogonal-polynomial recurrences, knots), which
-this pass does not compute, and ``lag()`` reads neighbouring rows across
-partition boundaries: they are refused on Dask input, before any pass, with
-an error naming them; compute such columns before the fit.
+Stateful transforms learn statistics of the whole column.  ``center(expr)``
+and ``scale(expr)`` (one argument) are computed: the first pass also sums
+each argument's count, mean and squared deviations per partition (combined
+by Chan et al.'s pairwise update), and the design is given formulaic's state
+from them (:meth:`FormulaDesign.from_data`'s ``transform_state``), so the
+columns are those of the in-memory fit to rounding.  The others (``poly()``,
+``standardize()``, splines, ``scale()`` with more arguments, and ``lag()``,
+which reads neighbouring rows across partition boundaries, and any stateful
+transform of the response) are refused before any pass, with an error
+naming them; compute such columns before the fit.
 """
 
 from __future__ import annotations
 
+import ast
 import numbers
 import re
 from dataclasses import dataclass
@@ -30,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .._model.formula import FormulaDesign, _build_block, _grouping_factors, _materialize, split_formula
+from .._model.formula import FormulaDesign, to_formulaic, _build_block, _grouping_factors, _materialize, split_formula
 from .fit import _groups, _response, _weights, fit_blocks, summarize
 from .partitions import aligned_partitions, as_frame, check_lengths
 
@@ -49,13 +54,25 @@ class LevelRows:
 
     rows: pd.DataFrame
     factors: list[str]
+    moments: dict  # a center()/scale() call's formulaic expression -> (n, mean, sum of squared deviations)
 
     @staticmethod
     def combine(parts: list[LevelRows]) -> LevelRows:
         rows = pd.concat([p.rows for p in parts], ignore_index=True)
         factors = parts[0].factors
         rows = rows.drop_duplicates(subset=factors, ignore_index=True) if factors else rows.iloc[:1]
-        return LevelRows(rows, factors)
+        moments = {}
+        for key in parts[0].moments:
+            n, mean, m2 = parts[0].moments[key]
+            for part in parts[1:]:  # Chan et al.'s pairwise update
+                n_b, mean_b, m2_b = part.moments[key]
+                total = n + n_b
+                if n_b:
+                    delta = mean_b - mean
+                    mean, m2 = mean + delta * n_b / total, m2 + m2_b + delta * delta * n * n_b / total
+                n = total
+            moments[key] = (n, mean, m2)
+        return LevelRows(rows, factors, moments)
 
 
 @dataclass
@@ -74,6 +91,7 @@ class FormulaReader:
     level_columns: list[str]  # the columns the fixed part and the random terms' left-hand sides use
     factor_columns: list[str]  # those of them that are factors
     weight: float | str | None  # a scalar weight, a column of the data (lmer's weights="w"), or None
+    standardized: dict  # center()/scale() calls: formulaic's expression -> the argument's text
     design: FormulaDesign | None = None
 
     def _frame(self, parts: dict) -> pd.DataFrame:
@@ -125,7 +143,14 @@ class FormulaReader:
             rows = rows.drop_duplicates(subset=self.factor_columns, ignore_index=True)
         else:
             rows = rows.iloc[:1].reset_index(drop=True)
-        return LevelRows(rows, self.factor_columns)
+        moments = {}
+        for key, argument in self.standardized.items():
+            values = self._values(argument, frame, key)
+            if not np.all(np.isfinite(values)):
+                raise ValueError(f"{key} has missing or infinite values in a partition; every row needs a finite value")
+            mean = float(np.mean(values)) if len(values) else 0.0
+            moments[key] = (len(values), mean, float(np.sum((values - mean) ** 2)))
+        return LevelRows(rows, self.factor_columns, moments)
 
     def read(self, parts: dict):
         """(fixed columns without intercept, y minus offsets, weights, groups, random-term columns)."""
@@ -162,6 +187,36 @@ def _stateful_calls(text: str) -> list[str]:
                 break
         calls.append(text[match.start() : end + 1])
     return calls
+
+
+def _standardizations(calls: list[str]) -> tuple[dict, list[str]]:
+    """({formulaic expression: argument} of the one-argument center()/scale() calls, the other calls)."""
+    supported, others = {}, []
+    for call in calls:
+        name, argument = call[: call.index("(")].strip(), call[call.index("(") + 1 : -1].strip()
+        if name in ("center", "scale") and not any(depth == 0 and char == "," for char, depth in _depth_of(argument)):
+            supported[ast.unparse(ast.parse(to_formulaic(call), mode="eval"))] = argument
+        else:
+            others.append(call)
+    return supported, others
+
+
+def _depth_of(text: str):
+    depth = 0
+    for char in text:
+        depth += char == "("
+        depth -= char == ")"
+        yield char, depth
+
+
+def _standardization_state(moments: dict, standardized: dict) -> dict:
+    """formulaic's state of each center()/scale() call from the moments over all rows (as formulaic's scale)."""
+    state = {}
+    for key in standardized:
+        n, mean, m2 = moments[key]
+        scaled = key.startswith("scale")
+        state[key] = {"ddof": 1, "center": np.float64(mean), "scale": np.float64(np.sqrt(m2 / (n - 1))) if scaled else None}
+    return state
 
 
 def _plan(formula: str, meta: pd.DataFrame) -> tuple:
@@ -206,9 +261,11 @@ def fit_formula(est, data, y, sample_weight, *, response: str | None = None, for
     data = as_frame(data, "X", "x0")
     meta = data._meta
     rhs_formula = est.formula
-    stateful = _stateful_calls(rhs_formula if response is None else f"{response} {rhs_formula}")
-    if stateful:
-        _refuse_stateful({"the formula": dict.fromkeys(stateful, True)})
+    if response is not None and _stateful_calls(response):
+        _refuse_stateful({"the response": dict.fromkeys(_stateful_calls(response), True)})
+    standardized, others = _standardizations(_stateful_calls(rhs_formula))
+    if others:
+        _refuse_stateful({"the formula": dict.fromkeys(others, True)})
     offsets, group_columns, level_columns, factor_columns, factor_sets = _plan(rhs_formula, meta)
     needed = sorted(set(group_columns) | set(level_columns) | set(_columns_in(" ".join(offsets), [str(c) for c in meta.columns])))
     if response is not None:
@@ -230,14 +287,16 @@ def fit_formula(est, data, y, sample_weight, *, response: str | None = None, for
         if y._meta.shape[1] != 1:
             raise ValueError(f"y must be one column, got a Dask DataFrame with {y._meta.shape[1]} columns")
     frame = data[needed] if needed else data.iloc[:, :1]
-    reader = FormulaReader(rhs_formula, response, tuple(offsets), group_columns, level_columns, factor_columns, weight)
+    reader = FormulaReader(rhs_formula, response, tuple(offsets), group_columns, level_columns, factor_columns, weight, standardized)
     first_pass = aligned_partitions({"X": frame, "y": y, "groups": None, "sample_weight": sample_weight})
     summary = summarize(first_pass, reader, factor_sets)
 
     levels = summary.extra.rows
-    design = FormulaDesign.from_data(rhs_formula, levels, one_sided=True)
-    _refuse_stateful({block_name: block.spec.transform_state for block_name, block in [("the fixed part", design.fixed), *(("a random term", b) for b in design.random)]})
-    _refuse_stateful({"an offset": spec.transform_state for spec in design.offsets})
+    state = _standardization_state(summary.extra.moments, standardized)
+    design = FormulaDesign.from_data(rhs_formula, levels, one_sided=True, transform_state=state)
+    # a stateful transform whose state was learnt from the level rows alone (not one of ours): refused
+    blocks = [("the fixed part", design.fixed.spec), *(("a random term", b.spec) for b in design.random), *(("an offset", spec) for spec in design.offsets)]
+    _refuse_stateful({what: {k: v for k, v in spec.transform_state.items() if k not in state} for what, spec in blocks})
     reader.design = design
     names = design.fixed_columns_without_intercept()
     n_slopes = sum(int((~block.intercept).sum()) for block in design.random)

@@ -25,8 +25,8 @@ def lmer(formula, data, *, reml=True, weights=None, max_iter=10_000):
     data : DataFrame or dask.dataframe.DataFrame
         Every column the formula names.  A Dask DataFrame is fitted where
         its partitions live, exactly (docs: "Dask");
-        stateful transforms (``scale()``, ``center()``, ``poly()``) are
-        refused there.  Rows with a missing value in a used
+        ``center()`` and ``scale()`` are computed over all partitions, other
+        stateful transforms (``poly()``, splines) are refused there.  Rows with a missing value in a used
         column are refused with an error naming the column (lme4 drops them).
     reml : bool, default=True
         REML (lme4's default) or maximum likelihood.
