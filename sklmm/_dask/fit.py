@@ -12,7 +12,13 @@ reduction; the client receives only their sums:
     them in memory, so that a level has the same code in every partition.
 ``form blocks``
     each partition's cross products (:func:`sklmm._engine.blocks.form_blocks`)
-    of ``[1 X y - mean(y)]`` with global level codes, summed.
+    of ``[1 X y - mean(y)]`` with global level codes, compact (only the
+    levels the partition holds), summed by level in the tree reduction and
+    expanded over all levels once, on the client.
+
+A partition is read by a reader (:class:`ColumnsReader` for X, y, groups,
+sample_weight; :class:`sklmm._dask.formula.FormulaReader` for a formula),
+sent to each worker once with the level codings.
 
 The client then checks the fixed-effects design's rank on X'WX, builds
 :meth:`ProfiledDeviance.from_blocks` and runs the in-memory pipeline's
