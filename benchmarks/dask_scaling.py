@@ -19,6 +19,10 @@ peak memories are that measurement's alone:
     the rows are generated once into the workers' memory first
     (``generate_s``) and ``dask_s`` is the fit alone, as on data a cluster
     already holds;
+``passes_s``, ``optimise_s``
+    of ``dask_s``: the two passes over the partitions (with the reduction and
+    the graph's construction), and the client's optimisation and conditional
+    modes from the summed blocks (which does not depend on n);
 ``client_peak_mb``, ``worker_peak_mb``
     peak resident memory of the client process and of the largest worker
     (``getrusage``; the client's includes its imports, ~250 MB);
@@ -125,6 +129,17 @@ def measure_dask(n: int, n_partitions: int, n_groups: int, persist: bool = False
             ddf = ddf.persist()
             distributed.wait(ddf)
             generate_s = time.perf_counter() - start
+        import sklmm._dask.fit as dask_fit
+
+        timings, optimise = {}, dask_fit.fit_prepared
+
+        def timed(*args, **kwargs):  # the client's share: optimisation and conditional modes
+            begin = time.perf_counter()
+            out = optimise(*args, **kwargs)
+            timings["optimise_s"] = time.perf_counter() - begin
+            return out
+
+        dask_fit.fit_prepared = timed
         start = time.perf_counter()
         model = MixedLinearRegressor(random_effects="(1 + x0 | g)").fit(ddf[columns], ddf["y"], groups=ddf["g"])
         elapsed = time.perf_counter() - start
@@ -133,6 +148,7 @@ def measure_dask(n: int, n_partitions: int, n_groups: int, persist: bool = False
         return {
             "n": n, "partitions": ddf.npartitions, "groups": n_groups,
             "persisted": persist, "generate_s": generate_s, "dask_s": elapsed, "rows_per_s": n / elapsed,
+            "passes_s": elapsed - timings["optimise_s"], "optimise_s": timings["optimise_s"],
             "client_peak_mb": _peak_mb(), "worker_peak_mb": max(worker_peaks.values()),
             "blocks_mb": q * 8 / 2**20, "n_evaluations": int(model.n_iter_),
             "objective": float(model.objective_), "theta": model.theta_.tolist(),
@@ -168,12 +184,14 @@ def _in_subprocess(kind: str, n: int, parts: int, groups: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run(sizes, sweep_n, partition_counts, per_partition, rows_per_group, in_memory_max, persist=False) -> pd.DataFrame:
+def run(sizes, sweep_n, partition_counts, per_partition, rows_per_group, in_memory_max, persist=False, groups_cap=None) -> pd.DataFrame:
     plans = [(n, max(1, -(-n // per_partition))) for n in sizes]
     plans += [(sweep_n, k) for k in partition_counts if (sweep_n, k) not in plans]
     rows, in_memory = [], {}
     for n, parts in plans:
         groups = max(2, n // rows_per_group)
+        if groups_cap is not None:
+            groups = min(groups, groups_cap)
         row = _in_subprocess("dask-persist" if persist else "dask", n, parts, groups)
         row.setdefault("n", n)
         row.setdefault("partitions", parts)
@@ -195,6 +213,8 @@ def main(argv=None) -> None:
     parser.add_argument("--partitions", nargs="+", type=int, default=[2, 8, 32])
     parser.add_argument("--rows-per-partition", type=float, default=1e6)
     parser.add_argument("--rows-per-group", type=int, default=100)
+    parser.add_argument("--groups-cap", type=float, default=None, help="at most this many groups (n / rows-per-group below it)")
+    parser.add_argument("--name", default="dask_scaling", help="stem of the result files")
     parser.add_argument("--in-memory-max", type=float, default=1e7)
     parser.add_argument("--persist", action="store_true", help="persist the generated rows on the workers first and time the fit alone")
     parser.add_argument("--one", nargs=4, metavar=("KIND", "N", "PARTITIONS", "GROUPS"), help=argparse.SUPPRESS)
@@ -204,14 +224,24 @@ def main(argv=None) -> None:
         result = measure_memory(n, parts, groups) if kind == "memory" else measure_dask(n, parts, groups, persist=kind == "dask-persist")
         print(json.dumps(result))
         return
-    table = run([int(s) for s in args.sizes], int(args.partition_sweep), args.partitions, int(args.rows_per_partition), args.rows_per_group, int(args.in_memory_max), args.persist)
+    load_before = os.getloadavg()
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    cap = None if args.groups_cap is None else int(args.groups_cap)
+    table = run([int(s) for s in args.sizes], int(args.partition_sweep), args.partitions, int(args.rows_per_partition), args.rows_per_group, int(args.in_memory_max), args.persist, cap)
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     shown = table.drop(columns=[c for c in ("theta", "objective", "memory_objective") if c in table])
-    for name in (f"dask_scaling-{stamp}", "dask_scaling_latest"):
+    header = (
+        f"# python -m benchmarks.dask_scaling {' '.join(sys.argv[1:] if argv is None else argv)}\n"
+        f"# started {started}; {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB; "
+        f"LocalCluster(n_workers=2, threads_per_worker=1), one BLAS thread\n"
+        f"# load average (1, 5, 15 min) before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}; "
+        f"after: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (the machine is shared: times are upper bounds)\n"
+    )
+    for name in (f"{args.name}-{stamp}", f"{args.name}_latest"):
         table.to_csv(RESULTS / f"{name}.csv", index=False)
-        (RESULTS / f"{name}.txt").write_text(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}") + "\n")
-    print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        (RESULTS / f"{name}.txt").write_text(header + shown.to_string(index=False, float_format=lambda v: f"{v:.4g}") + "\n")
+    print(header + shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
 
 if __name__ == "__main__":

@@ -9,11 +9,15 @@ not on n.  On a Dask collection that pass runs where the partitions live:
    (:mod:`sklmm._dask.fit`): row counts, validation, the weighted mean of y
    (for centring) and every grouping factor's levels, so that all partitions
    code a level the same way (global codes);
-2. the blocks of each partition on its worker, summed by a tree reduction;
+2. the blocks of each partition on its worker, holding only the levels its
+   rows have (compact blocks, so a task's memory follows its rows, not the
+   number of levels), summed level by level in a tree reduction;
 3. the optimisation and the conditional modes on the client, from the
    reduced blocks (:meth:`ProfiledDeviance.from_blocks`).
 
-No n-sized array reaches the client.  ``predict`` and ``score`` map over the
+No n-sized array reaches the client.  Formula models (``formula=``,
+:func:`sklmm.lmer` on a Dask DataFrame) learn their design from the first
+pass as well (:mod:`sklmm._dask.formula`).  ``predict`` and ``score`` map over the
 partitions lazily (:mod:`sklmm._dask.predict`).
 
 This package is imported only when Dask input arrives (``dask[dataframe]``

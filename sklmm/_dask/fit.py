@@ -12,7 +12,13 @@ reduction; the client receives only their sums:
     them in memory, so that a level has the same code in every partition.
 ``form blocks``
     each partition's cross products (:func:`sklmm._engine.blocks.form_blocks`)
-    of ``[1 X y - mean(y)]`` with global level codes, summed.
+    of ``[1 X y - mean(y)]`` with global level codes, compact (only the
+    levels the partition holds), summed by level in the tree reduction and
+    expanded over all levels once, on the client.
+
+A partition is read by a reader (:class:`ColumnsReader` for X, y, groups,
+sample_weight; :class:`sklmm._dask.formula.FormulaReader` for a formula),
+sent to each worker once with the level codings.
 
 The client then checks the fixed-effects design's rank on X'WX, builds
 :meth:`ProfiledDeviance.from_blocks` and runs the in-memory pipeline's
@@ -29,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _warnings
-from .._engine.blocks import CrossProducts, form_blocks
+from .._engine.blocks import CrossProducts, form_blocks, sum_blocks
 from .._engine.deviance import ProfiledDeviance
 from .._engine.fit import check_identifiable, fit_prepared, independent_columns_from_gram
 from .._model.bars import INTERCEPT
@@ -96,6 +102,7 @@ class Summary:
     w_min: float
     w_max: float
     uniques: dict  # factor tuple -> DataFrame of its distinct level combinations
+    extra: object = None  # what the reader collects besides (a formula's factor levels), combined by it
 
     @staticmethod
     def combine(parts: list[Summary]) -> Summary:
@@ -108,14 +115,13 @@ class Summary:
             w_min=min(p.w_min for p in parts),
             w_max=max(p.w_max for p in parts),
             uniques={key: pd.concat([p.uniques[key] for p in parts], ignore_index=True).drop_duplicates(ignore_index=True) for key in parts[0].uniques},
+            extra=None if parts[0].extra is None else type(parts[0].extra).combine([p.extra for p in parts]),
         )
 
 
-def _summarize_partition(parts: dict, factor_sets: list[tuple[str, ...]], weight) -> Summary:
+def _summarize_partition(parts: dict, reader, factor_sets: list[tuple[str, ...]]) -> Summary:
     n_rows = check_lengths(parts)
-    y = _response(parts["y"])
-    w = _weights(parts["sample_weight"] if weight is None else weight, n_rows)
-    g = None if parts["groups"] is None else _groups(parts["groups"])
+    y, w, g = reader.response(parts)
     keep = _kept_rows(w)
     if keep is not None:
         y, w = y[keep], w[keep]
@@ -131,6 +137,7 @@ def _summarize_partition(parts: dict, factor_sets: list[tuple[str, ...]], weight
         w_min=np.inf if w is None or not len(w) else float(np.min(w)),
         w_max=-np.inf if w is None or not len(w) else float(np.max(w)),
         uniques=uniques,
+        extra=reader.extra(parts) if hasattr(reader, "extra") else None,
     )
 
 
@@ -172,20 +179,47 @@ class LevelCoding:
 # -- pass 2: the blocks -------------------------------------------------------------------
 
 
-def _partition_blocks(parts: dict, weight, specs, names, codings, fit_intercept: bool, y_offset: float, y_mean: float):
+@dataclass
+class ColumnsReader:
+    """Reads a partition of the X form: X, y, groups and sample_weight as given.
+
+    A reader's ``response(parts)`` gives (y, weights, groups) for the first
+    pass; ``read(parts)`` gives (X, y, weights, groups, slopes) for the second
+    (``slopes`` None: slopes are columns of X).  ``weight`` is a scalar
+    sample_weight (else None: the partition's own column, or no weights).
+    """
+
+    weight: float | None
+
+    def response(self, parts: dict):
+        n_rows = check_lengths(parts)
+        y = _response(parts["y"])
+        w = _weights(parts["sample_weight"] if self.weight is None else self.weight, n_rows)
+        g = None if parts["groups"] is None else _groups(parts["groups"])
+        return y, w, g
+
+    def read(self, parts: dict):
+        n_rows = check_lengths(parts)
+        X = _covariates(parts["X"])
+        y = _response(parts["y"])
+        w = _weights(parts["sample_weight"] if self.weight is None else self.weight, n_rows)
+        g = None if parts["groups"] is None else parts["groups"]
+        return X, y, w, g, None
+
+
+def _partition_blocks(parts: dict, reader, specs, names, codings, fit_intercept: bool, y_offset: float, y_mean: float):
     """(CrossProducts of ``[1 X y - y_offset]``, extras) of one partition, with global level codes.
 
-    ``weight``: a scalar sample_weight (else None: the partition's own column, or no weights).
+    The blocks hold only the levels the partition's rows have
+    (:func:`sklmm._engine.blocks.form_blocks` with ``compact=True``): a
+    task's memory grows with its rows, not with the number of levels.
     """
-    n_rows = check_lengths(parts)
-    X = _covariates(parts["X"])
-    y = _response(parts["y"])
-    w = _weights(parts["sample_weight"] if weight is None else weight, n_rows)
-    g = None if parts["groups"] is None else parts["groups"]
+    X, y, w, g, slopes = reader.read(parts)
     keep = _kept_rows(w)
     if keep is not None:
         X, y, w = X[keep], y[keep], w[keep]
         g = None if g is None else g.loc[keep]
+        slopes = None if slopes is None else slopes[keep]
     offset = 1 if fit_intercept else 0
     stacked = np.empty((len(y), X.shape[1] + offset + 1))
     if offset:
@@ -195,18 +229,16 @@ def _partition_blocks(parts: dict, weight, specs, names, codings, fit_intercept:
     terms = []
     if specs:
         codes = {key: (coding.codes(g), coding.levels) for key, coding in codings.items()}
-        terms = build_terms(specs, X, names, g, codes=codes)
-    blocks = form_blocks(terms, stacked, w)
+        terms = build_terms(specs, X, names, g, slopes=slopes, codes=codes)
+    blocks = form_blocks(terms, stacked, w, compact=True)
     deviation = y - y_mean
     extras = np.array([np.max(np.abs(X), initial=0.0), float(np.sum(deviation * deviation) if w is None else np.dot(w, deviation * deviation))])
     return blocks, extras
 
 
 def _combine_blocks(parts):
-    total, extras = parts[0]
-    for blocks, more in parts[1:]:
-        total = total + blocks
-        extras = np.array([max(extras[0], more[0]), extras[1] + more[1]])
+    total = sum_blocks([blocks for blocks, _ in parts])
+    extras = np.array([max(more[0] for _, more in parts), sum(more[1] for _, more in parts)])
     return total, extras
 
 
@@ -244,14 +276,30 @@ def _subset(blocks: CrossProducts, rows: list[int]) -> CrossProducts:
     return blocks
 
 
-def _template_terms(specs, names, groups_meta: pd.DataFrame, codings) -> list:
-    """The terms, in lme4's order, with global levels and no rows (names and slopes checked)."""
+def _template_terms(specs, names, groups_meta: pd.DataFrame, codings, n_slopes: int | None = None) -> list:
+    """The terms, in lme4's order, with global levels and no rows (names and slopes checked).
+
+    ``n_slopes``: a formula model's number of random-effects columns (None: slopes are columns of X).
+    """
     empty = {key: (np.empty(0, dtype=np.intp), coding.levels) for key, coding in codings.items()}
-    return build_terms(specs, np.empty((0, len(names))), names, groups_meta, codes=empty)
+    slopes = None if n_slopes is None else np.empty((0, n_slopes))
+    return build_terms(specs, np.empty((0, len(names))), names, groups_meta, slopes=slopes, codes=empty)
+
+
+def summarize(first_pass: list, reader, factor_sets: list[tuple[str, ...]]) -> Summary:
+    """Pass 1 over the partitions (see the module docstring): the reduced :class:`Summary`."""
+    task = dask.delayed(_summarize_partition, pure=False)
+    shared = dask.delayed(reader, pure=True, traverse=False)  # one key, sent to each worker once
+    (summary,) = dask.compute(tree_reduce([task(parts, shared, factor_sets) for parts in first_pass], Summary.combine))
+    if summary.n_rows < 2:
+        raise ValueError(f"Found array with {summary.n_rows} sample(s) while a minimum of 2 is required.")
+    if summary.n == 0:
+        raise ValueError("sample_weight is zero for every row; at least one row needs a positive weight")
+    return summary
 
 
 def fit_distributed(X, y, groups, sample_weight, specs, names, fit_intercept: bool, reml: bool, max_evaluations: int):
-    """An :class:`sklmm._engine.fit.LmmFit` from Dask collections (see the module docstring)."""
+    """An :class:`sklmm._engine.fit.LmmFit` from Dask collections of the X form (see the module docstring)."""
     scalar_weight = float(sample_weight) if isinstance(sample_weight, numbers.Number) else None
     weights = None if scalar_weight is not None else sample_weight
     partitions = aligned_partitions({"X": X, "y": y, "groups": groups, "sample_weight": weights})
@@ -259,23 +307,29 @@ def fit_distributed(X, y, groups, sample_weight, specs, names, fit_intercept: bo
     groups_meta = None if groups is None else groups._meta
     if specs:
         _template_terms(specs, names, groups_meta, {})  # names of factors and slopes, before any pass
-
-    summarize = dask.delayed(_summarize_partition, pure=False)
+    reader = ColumnsReader(scalar_weight)
     first_pass = aligned_partitions({"X": None, "y": y, "groups": groups, "sample_weight": weights})  # X is not read
-    (summary,) = dask.compute(tree_reduce([summarize(parts, factor_sets, scalar_weight) for parts in first_pass], Summary.combine))
-    if summary.n_rows < 2:
-        raise ValueError(f"Found array with {summary.n_rows} sample(s) while a minimum of 2 is required.")
-    if summary.n == 0:
-        raise ValueError("sample_weight is zero for every row; at least one row needs a positive weight")
+    summary = summarize(first_pass, reader, factor_sets)
+    return fit_blocks(partitions, reader, summary, specs, names, groups_meta, fit_intercept, sample_weight is not None, reml, max_evaluations)
+
+
+def fit_blocks(partitions, reader, summary: Summary, specs, names, groups_meta, fit_intercept: bool, weighted: bool, reml: bool, max_evaluations: int, n_slopes: int | None = None):
+    """Pass 2 (the blocks, summed) and the fit on the client, after :func:`summarize`."""
+    factor_sets = list(dict.fromkeys(spec.factors for spec in specs))
     codings = {factors: LevelCoding.from_uniques(summary.uniques[factors], factors) for factors in factor_sets}
-    terms = _template_terms(specs, names, groups_meta, codings) if specs else []
+    terms = _template_terms(specs, names, groups_meta, codings, n_slopes) if specs else []
     check_identifiable(terms, summary.n)
 
     y_mean = summary.sum_wy / summary.sum_w
     y_offset = y_mean if fit_intercept else 0.0
     form = dask.delayed(_partition_blocks, pure=False)
-    mapped = [form(parts, scalar_weight, specs, names, codings, fit_intercept, y_offset, y_mean) for parts in partitions]
+    # the codings (O(levels)) and the reader travel as one key each, to each worker once, not with every task
+    shared_codings = dask.delayed(codings, pure=True, traverse=False)
+    shared_reader = dask.delayed(reader, pure=True, traverse=False)
+    mapped = [form(parts, shared_reader, specs, names, shared_codings, fit_intercept, y_offset, y_mean) for parts in partitions]
     ((blocks, extras),) = dask.compute(tree_reduce(mapped, _combine_blocks))
+    if terms:
+        blocks = blocks.expanded([t.n_levels for t in terms], [t.n_columns for t in terms])
 
     fixed_names = ([INTERCEPT] if fit_intercept else []) + list(names)
     p = len(fixed_names)
@@ -294,7 +348,7 @@ def fit_distributed(X, y, groups, sample_weight, specs, names, fit_intercept: bo
     scale = f"largest |y| = {summary.max_abs_y:.3g}, sd(y) = {spread:.3g}"
     if len(kept):
         scale += f"; largest |X| = {max(extras[0], 1.0 if fit_intercept else 0.0):.3g}"
-    if sample_weight is not None:
+    if weighted:
         scale += f"; sample_weight from {summary.w_min:.3g} to {summary.w_max:.3g}"
     prepared = DistributedPrepared(problem, terms, fixed_names, kept, dropped, summary.n, spread, scale)
     return fit_prepared(prepared, reml=reml, max_evaluations=max_evaluations)
@@ -309,10 +363,14 @@ def fit_estimator(est, X, y, groups=None, sample_weight=None):
     """
     est._validate_params()
     if getattr(est, "formula", None) is not None:
-        raise NotImplementedError(
-            "formula= on Dask collections is not supported yet: pass the fixed-effect columns as X "
-            "and random_effects= (the fixed part's transformations would have to run per partition)"
-        )
+        if groups is not None:
+            raise ValueError(
+                "groups was passed to fit, but a formula model takes its grouping factors from the "
+                "columns of X that the formula names; pass groups=None and keep those columns in X"
+            )
+        from .formula import fit_formula
+
+        return fit_formula(est, X, y, sample_weight)
     X = as_frame(X, "X", "x0")
     y = as_frame(y, "y", "y")
     if y._meta.shape[1] != 1:

@@ -36,7 +36,8 @@ def predict(est, X, groups=None):
         groups = groups.rename(columns={c: str(c) for c in groups.columns})
     partitions = aligned_partitions({"X": X, "groups": groups})
     task = dask.delayed(_predict_partition, pure=False)
-    pieces = [task(est, parts["X"], parts["groups"]) for parts in partitions]
+    shared = dask.delayed(est, pure=False, traverse=False)  # the fitted model (O(levels)) as one key, not in every task
+    pieces = [task(shared, parts["X"], parts["groups"]) for parts in partitions]
     meta = pd.Series(np.empty(0, dtype=np.float64), index=X._meta.index, name="prediction")
     return dd.from_delayed(pieces, meta=meta, divisions=X.divisions, verify_meta=False)
 
@@ -79,6 +80,7 @@ def score(est, X, y, sample_weight=None, groups=None):
         sample_weight = as_frame(sample_weight, "sample_weight", "sample_weight")
     partitions = aligned_partitions({"X": X, "y": y, "groups": groups, "sample_weight": sample_weight})
     sums = dask.delayed(_partition_sums, pure=False)
+    est = dask.delayed(est, pure=False, traverse=False)
     y_mean = dask.delayed(_mean, pure=False)(tree_reduce([sums(est, parts, None) for parts in partitions], _add))
     totals = tree_reduce([sums(est, parts, y_mean) for parts in partitions], _add)
     return dask.delayed(_r2, pure=False)(totals)

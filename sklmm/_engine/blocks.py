@@ -30,9 +30,11 @@ term is nested in the rest term when the two agree for every level.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from .._model.terms import ReTerm
@@ -57,6 +59,16 @@ class CrossProducts:
     parent_range : ndarray of shape (2, m0) or None
         With exactly one rest term: the lowest and highest rest level code
         each first-term level occurs with (``_NO_LEVEL``/-1 where absent).
+    levels0, columns_r : ndarray of int64 or None
+        Compact blocks (``form_blocks(..., compact=True)``): the sorted global
+        codes of the first term's levels these rows hold, and the sorted
+        global indices of the rest columns they touch.  ``A00``, ``AX0``,
+        ``parent_range`` then hold those levels only (``len(levels0)`` in
+        place of m0), ``AXr`` those columns only, and ``Ar0``/``Arr`` are COO
+        matrices of global shape holding only their nonzeros: the blocks of a
+        subset of rows take memory in proportion to the subset, not to the
+        number of levels.  :meth:`expanded` gives the ordinary (dense over
+        all levels) blocks.
     """
 
     n: int
@@ -68,8 +80,17 @@ class CrossProducts:
     Arr: sp.csr_matrix | None = None
     AXr: np.ndarray | None = None
     parent_range: np.ndarray | None = None
+    levels0: np.ndarray | None = None
+    columns_r: np.ndarray | None = None
+
+    @property
+    def compact(self) -> bool:
+        return self.levels0 is not None
 
     def __add__(self, other: CrossProducts) -> CrossProducts:
+        if self.compact or other.compact:
+            return _sum_compact([self, other])
+
         def add(a, b):
             return None if a is None else a + b
 
@@ -93,18 +114,146 @@ class CrossProducts:
         total = 0
         for block in (self.AXX, self.A00, self.AX0, self.AXr, self.parent_range):
             total += 0 if block is None else block.nbytes
+        for block in (self.levels0, self.columns_r):
+            total += 0 if block is None else block.nbytes
         for block in (self.Ar0, self.Arr):
-            total += 0 if block is None else block.data.nbytes + block.indices.nbytes + block.indptr.nbytes
+            if block is not None:
+                total += sum(getattr(block, name).nbytes for name in ("data", "indices", "indptr", "row", "col") if hasattr(block, name))
         return total
+
+    def expanded(self, n_levels: list[int], n_columns: list[int]) -> CrossProducts:
+        """The ordinary blocks (dense over every level) of compact ones; ``self`` when not compact.
+
+        ``n_levels``, ``n_columns``: of each term, in lme4's order.
+        """
+        if not self.compact:
+            return self
+        m0, p0 = n_levels[0], n_columns[0]
+        k = self.AXX.shape[0]
+        A00 = np.zeros((m0, p0, p0))
+        A00[self.levels0] = self.A00
+        AX0 = np.zeros((k, m0, p0))
+        AX0[:, self.levels0] = self.AX0
+        out = CrossProducts(self.n, self.sum_log_weights, self.AXX, A00, AX0)
+        if self.AXr is not None:
+            q_r = sum(m * p for m, p in zip(n_levels[1:], n_columns[1:]))
+            AXr = np.zeros((k, q_r))
+            AXr[:, self.columns_r] = self.AXr
+            out.AXr = AXr
+            out.Ar0 = self.Ar0.tocsr()
+            out.Arr = self.Arr.tocsr()
+        if self.parent_range is not None:
+            parent = np.empty((2, m0), dtype=np.int64)
+            parent[0], parent[1] = _NO_LEVEL, -1
+            parent[:, self.levels0] = self.parent_range
+            out.parent_range = parent
+        return out
 
 
 def sum_blocks(parts) -> CrossProducts:
     """The sum of several :class:`CrossProducts` (one node of a tree reduction)."""
     parts = list(parts)
+    if any(part.compact for part in parts):
+        return _sum_compact(parts)
     total = parts[0]
     for part in parts[1:]:
         total = total + part
     return total
+
+
+def _scatter_index(keys: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The sorted union of sorted key arrays, and each array's positions in it."""
+    union = np.unique(np.concatenate(keys)) if keys else np.empty(0, dtype=np.int64)
+    return union, [np.searchsorted(union, key) for key in keys]
+
+
+def _sum_compact(parts: list[CrossProducts]) -> CrossProducts:
+    """The sum of compact blocks: the union of their levels, each part added at its own."""
+    first = parts[0]
+    if not all(part.compact for part in parts):
+        raise ValueError("compact and dense cross products cannot be added; expand the compact ones first")
+    levels0, where = _scatter_index([part.levels0 for part in parts])
+    k, p0 = first.AXX.shape[0], first.A00.shape[1]
+    A00 = np.zeros((len(levels0), p0, p0))
+    AX0 = np.zeros((k, len(levels0), p0))
+    for part, index in zip(parts, where):
+        A00[index] += part.A00  # index: distinct positions within a part
+        AX0[:, index] += part.AX0
+    total = CrossProducts(
+        n=sum(part.n for part in parts),
+        sum_log_weights=sum(part.sum_log_weights for part in parts),
+        AXX=np.sum([part.AXX for part in parts], axis=0),
+        A00=A00,
+        AX0=AX0,
+        levels0=levels0,
+    )
+    if first.parent_range is not None:
+        parent = np.empty((2, len(levels0)), dtype=np.int64)
+        parent[0], parent[1] = _NO_LEVEL, -1
+        for part, index in zip(parts, where):
+            parent[0, index] = np.minimum(parent[0, index], part.parent_range[0])
+            parent[1, index] = np.maximum(parent[1, index], part.parent_range[1])
+        total.parent_range = parent
+    if first.AXr is not None:
+        columns_r, where_r = _scatter_index([part.columns_r for part in parts])
+        AXr = np.zeros((k, len(columns_r)))
+        for part, index in zip(parts, where_r):
+            AXr[:, index] += part.AXr
+        total.AXr, total.columns_r = AXr, columns_r
+        total.Ar0 = _sum_coo([part.Ar0 for part in parts])
+        total.Arr = _sum_coo([part.Arr for part in parts])
+    return total
+
+
+def _sum_coo(matrices: list) -> sp.coo_matrix:
+    """The sum of COO matrices of one shape, duplicates summed (memory: their nonzeros)."""
+    rows = np.concatenate([m.row for m in matrices])
+    cols = np.concatenate([m.col for m in matrices])
+    data = np.concatenate([m.data for m in matrices])
+    total = sp.coo_matrix((data, (rows, cols)), shape=matrices[0].shape)
+    total.sum_duplicates()
+    return total
+
+
+def _global_coo(local: sp.spmatrix, row_map: np.ndarray, col_map: np.ndarray, shape: tuple[int, int]) -> sp.coo_matrix:
+    """A block over local columns as a COO matrix of global ``shape`` (indices mapped)."""
+    coo = local.tocoo()
+    return sp.coo_matrix((coo.data, (row_map[coo.row], col_map[coo.col])), shape=shape)
+
+
+def _local_term(term: ReTerm) -> tuple[ReTerm, np.ndarray]:
+    """The term over the levels its rows hold (codes 0..k-1), and those levels' global codes."""
+    present, local = np.unique(term.refs, return_inverse=True)
+    return dataclasses.replace(term, refs=local.astype(np.intp, copy=False), levels=pd.RangeIndex(len(present))), present
+
+
+def _form_compact(terms: list[ReTerm], XY: np.ndarray, weights: np.ndarray | None) -> CrossProducts:
+    """:func:`form_blocks` with ``compact=True`` (see :class:`CrossProducts`)."""
+    local_terms, present = zip(*[_local_term(term) for term in terms])
+    blocks = form_blocks(list(local_terms), XY, weights)
+    blocks.levels0 = present[0]
+    if len(terms) == 1:
+        return blocks
+    # global index of each local rest column: the term's offset + level * p_t + column
+    col_maps, start = [], 0
+    for term, levels in zip(terms[1:], present[1:]):
+        p = term.n_columns
+        col_maps.append(start + (levels[:, None] * p + np.arange(p)).ravel())
+        start += term.q
+    rest_map = np.concatenate(col_maps).astype(np.int64)
+    first = terms[0]
+    p0 = first.n_columns
+    first_map = (present[0][:, None] * p0 + np.arange(p0)).ravel().astype(np.int64)
+    blocks.Ar0 = _global_coo(blocks.Ar0, rest_map, first_map, (start, first.q))
+    blocks.Arr = _global_coo(blocks.Arr, rest_map, rest_map, (start, start))
+    blocks.columns_r = rest_map
+    if blocks.parent_range is not None:
+        # local rest codes to global ones (an increasing map: minima and maxima are kept)
+        parent = blocks.parent_range.copy()
+        parent[0] = present[1][blocks.parent_range[0]]  # every first level present occurs with some rest level
+        parent[1] = present[1][blocks.parent_range[1]]
+        blocks.parent_range = parent
+    return blocks
 
 
 def term_transpose_matrix(term: ReTerm) -> sp.csc_matrix:
@@ -122,7 +271,7 @@ def term_transpose_matrix(term: ReTerm) -> sp.csc_matrix:
     return sp.csc_matrix((z.ravel(), indices, indptr), shape=(term.q, n))
 
 
-def form_blocks(terms: list[ReTerm], XY: np.ndarray, weights: np.ndarray | None) -> CrossProducts:
+def form_blocks(terms: list[ReTerm], XY: np.ndarray, weights: np.ndarray | None, compact: bool = False) -> CrossProducts:
     """The cross products of some rows (the one pass over them).
 
     Parameters
@@ -134,11 +283,17 @@ def form_blocks(terms: list[ReTerm], XY: np.ndarray, weights: np.ndarray | None)
         ``[X y]`` for these rows (read, not kept).
     weights : ndarray of shape (n,) or None
         Positive prior weights.
+    compact : bool, default=False
+        Hold only the levels these rows have (see :class:`CrossProducts`):
+        for a partition of many levels' rows; sums of compact blocks stay
+        compact until :meth:`CrossProducts.expanded`.
 
     Returns
     -------
     CrossProducts
     """
+    if compact and terms:
+        return _form_compact(terms, XY, weights)
     n, p = XY.shape[0], XY.shape[1] - 1
     sum_log_weights = 0.0 if weights is None else float(np.sum(np.log(weights)))
     WXY = XY if weights is None else XY * weights[:, None]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .._dask import is_dask_input
 from .._model.formula import evaluate_response, split_formula
 from .linear import MixedLinearRegressor
 
@@ -21,8 +22,11 @@ def lmer(formula, data, *, reml=True, weights=None, max_iter=10_000):
         (``I(x^2)``, ``log(x)``, ``center(x)``, ``scale(x)``), other contrasts
         (``C(f, contr.sum)``), ``offset(x)``; random terms ``(1 | g)``,
         ``(x | g)``, ``(x || g)``, ``(0 + f | g)``, ``(1 | a/b)``, ``(1 | a:b)``.
-    data : DataFrame
-        Every column the formula names.  Rows with a missing value in a used
+    data : DataFrame or dask.dataframe.DataFrame
+        Every column the formula names.  A Dask DataFrame is fitted where
+        its partitions live, exactly (docs: "Dask");
+        ``center()`` and ``scale()`` are computed over all partitions, other
+        stateful transforms (``poly()``, splines) are refused there.  Rows with a missing value in a used
         column are refused with an error naming the column (lme4 drops them).
     reml : bool, default=True
         REML (lme4's default) or maximum likelihood.
@@ -54,10 +58,14 @@ def lmer(formula, data, *, reml=True, weights=None, max_iter=10_000):
     parts = split_formula(formula)
     if parts.response is None:
         raise ValueError(f"lmer needs a two-sided formula 'response ~ terms', got {formula!r}")
-    if not isinstance(data, pd.DataFrame):
-        raise TypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
     rhs = formula.split("~", 1)[1].strip()
     estimator = MixedLinearRegressor(formula="~ " + rhs, reml=reml, max_iter=max_iter)
+    if is_dask_input(data, weights):  # the rows stay on the workers: sklmm._dask
+        from .._dask.formula import fit_formula
+
+        return fit_formula(estimator, data, None, weights, response=parts.response, formula_text=formula.strip())
+    if not isinstance(data, pd.DataFrame):
+        raise TypeError(f"data must be a pandas DataFrame or a Dask DataFrame, got {type(data).__name__}")
     response = _response(parts.response, data)
     sample_weight = _weights(weights, data)
     estimator._validate_params()

@@ -334,7 +334,7 @@ class FormulaDesign:
     # -- construction ------------------------------------------------------------
 
     @classmethod
-    def from_data(cls, formula: str, data: pd.DataFrame, *, one_sided: bool) -> FormulaDesign:
+    def from_data(cls, formula: str, data: pd.DataFrame, *, one_sided: bool, transform_state: dict | None = None) -> FormulaDesign:
         """Parse ``formula`` and learn its encodings from ``data`` (the training data).
 
         Parameters
@@ -345,6 +345,11 @@ class FormulaDesign:
         one_sided : bool
             The estimator's ``formula=`` is one-sided (y is passed to fit);
             :func:`sklmm.lmer`'s is two-sided.
+        transform_state : dict, optional
+            Stateful transforms' state already known, by formulaic's
+            expression (``{"scale(x)": {"ddof": 1, "center": m, "scale": s}}``),
+            used instead of learning it from ``data`` (a Dask fit computes it
+            over all partitions, :mod:`sklmm._dask.formula`).
         """
         parts = split_formula(formula)
         if one_sided and parts.response is not None:
@@ -356,8 +361,9 @@ class FormulaDesign:
         if not one_sided and parts.response is None:
             raise ValueError(f"formula={formula!r} has no response: write 'y ~ ...' (the response column left of '~')")
         frame = _prepare_data(data, "data" if not one_sided else "X")
-        fixed = _build_block(parts.fixed, frame, "the fixed part")
-        offsets = [_build_block(f"0 + I({e})", frame, f"offset({e})", treat_as_offset=True).spec for e in parts.offsets]
+        state = transform_state
+        fixed = _build_block(parts.fixed, frame, "the fixed part", state=state)
+        offsets = [_build_block(f"0 + I({e})", frame, f"offset({e})", treat_as_offset=True, state=state).spec for e in parts.offsets]
 
         specs: list[TermSpec] = []
         random: list[_Block] = []
@@ -373,9 +379,9 @@ class FormulaDesign:
                     )
                 if name not in group_columns:
                     group_columns.append(name)
-            pieces = _double_bar_pieces(bar.lhs, frame) if bar.double else [bar.lhs]
+            pieces = _double_bar_pieces(bar.lhs, frame, state) if bar.double else [bar.lhs]
             for piece in pieces:
-                block = _build_block(piece, frame, f"the random-effects term ({bar.lhs} | {bar.group})")
+                block = _build_block(piece, frame, f"the random-effects term ({bar.lhs} | {bar.group})", state=state)
                 if not block.names:
                     raise ValueError(f"the random-effects term ({bar.lhs} | {bar.group}) has no columns")
                 random.append(block)
@@ -564,6 +570,11 @@ def _prepare_data(data, argument: str) -> pd.DataFrame:
     if frame.columns.duplicated().any():
         raise ValueError(f"{argument} has repeated column names: {list(frame.columns[frame.columns.duplicated()])}")
     for name in frame.columns:
+        dtype = frame[name].dtype
+        if isinstance(dtype, pd.StringDtype) and dtype.na_value is pd.NA:
+            # pandas' "string" dtype (Dask's reading of text), which formulaic does not take for a
+            # factor (it does take pandas' default "str"): as object, with the same levels
+            frame[name] = frame[name].astype(object)
         if frame[name].dtype == bool:
             frame[name] = pd.Categorical(np.where(frame[name].to_numpy(), "TRUE", "FALSE"), categories=["FALSE", "TRUE"])
     return frame.reset_index(drop=True)
@@ -581,17 +592,20 @@ def _check_missing(frame: pd.DataFrame, columns, what: str) -> None:
                 )
 
 
-def _build_block(text: str, frame: pd.DataFrame, what: str, treat_as_offset: bool = False) -> _Block:
-    from formulaic import model_matrix
+def _build_block(text: str, frame: pd.DataFrame, what: str, treat_as_offset: bool = False, state: dict | None = None) -> _Block:
+    """``text``'s model spec learnt from ``frame`` (``state``: stateful transforms' state given, by expression)."""
+    from formulaic import ModelSpec, model_matrix
     from formulaic.errors import FormulaicError
 
     source = to_formulaic(text)
+    given = {key: dict(value) for key, value in (state or {}).items() if key.replace(" ", "") in source.replace(" ", "")}
+    request = ModelSpec(formula=source, transform_state=given) if given else source
     used = [name for name in frame.columns if re.search(rf"(?<![\w.]){re.escape(name)}(?![\w.])", source)]
     _check_missing(frame, used, what)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            matrix = model_matrix(source, frame, context=FUNCTIONS, na_action="raise", output="numpy")
+            matrix = model_matrix(request, frame, context=FUNCTIONS, na_action="raise", output="numpy")
     except FormulaicError as error:
         raise ValueError(f"{what} ({text!r}) could not be built from the data: {error}") from None
     except (NameError, KeyError, TypeError, ValueError, SyntaxError) as error:
@@ -721,13 +735,13 @@ def _grouping_factors(bar: Bar, text: str) -> list[tuple[str, ...]]:
     return [spec.factors for spec in specs]
 
 
-def _double_bar_pieces(lhs: str, frame: pd.DataFrame) -> list[str]:
+def _double_bar_pieces(lhs: str, frame: pd.DataFrame, state: dict | None = None) -> list[str]:
     """lme4's ``||``: ``(1 + x + f || g)`` is ``(1 | g) + (0 + x | g) + (0 + f | g)``.
 
     Each term of ``lhs`` becomes a term of its own (a factor keeps its
     columns together, as lme4's ``expandDoubleVerts``).
     """
-    block = _build_block(lhs, frame, "a random-effects term")
+    block = _build_block(lhs, frame, "a random-effects term", state=state)
     pieces = ["1"] if block.intercept.any() else []
     for structure in block.spec.structure:
         factors = list(structure.term.factors)
