@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import scipy.linalg
 from scipy.optimize import Bounds, minimize
 
 from .. import _warnings
@@ -68,6 +69,12 @@ PIRLS_MAX_ITER = 100
 #: Contraception: 1e-4 gives the objective of 1e-7 to 1e-6 and beta to 1e-4 standard errors,
 #: with 25-45% fewer evaluations.
 STAGE2_RADIUS = 1e-4
+#: Stage 2's Newton iterations (each one finite-difference Hessian) before falling back to COBYQA.
+NEWTON_MAX_ITER = 6
+#: Newton decrement (predicted fall of the objective) at which stage 2 has converged ...
+NEWTON_DONE = 1e-8
+#: ... and at which one last full step is taken without another Hessian.
+NEWTON_FINAL = 1e-3
 #: Step of the finite-difference Hessian (in the optimiser's units: theta's natural units, beta's standard errors).
 HESSIAN_STEP = 1e-3
 #: PIRLS tolerance while optimising: the objective to about 1e-9, which the
@@ -520,21 +527,34 @@ def fd_hessian(f, x: np.ndarray, steps: np.ndarray) -> np.ndarray:
     O(h) relative to the curvature (1e-3 at the steps used), far inside the
     2e-2 at which lme4's own finite-difference standard errors are matched.
     """
+    return fd_derivatives(f, x, steps)[2]
+
+
+def fd_derivatives(f, x: np.ndarray, steps: np.ndarray, f0: float | None = None) -> tuple[float, np.ndarray, np.ndarray]:
+    """f(x), its central-difference gradient and :func:`fd_hessian`, from the same evaluations.
+
+    The gradient ``(f(x + h_i) - f(x - h_i)) / (2 h_i)`` reuses the
+    Hessian's diagonal evaluations, so it costs nothing extra; ``f0``, when
+    given, is f(x) already known (one evaluation fewer).
+    """
     k = len(x)
-    f0 = f(x)
+    f0 = f(x) if f0 is None else f0
     up = np.empty(k)
+    grad = np.empty(k)
     H = np.empty((k, k))
     for i in range(k):
         e = np.zeros(k)
         e[i] = steps[i]
         up[i] = f(x + e)
-        H[i, i] = (up[i] - 2.0 * f0 + f(x - e)) / steps[i] ** 2
+        down = f(x - e)
+        H[i, i] = (up[i] - 2.0 * f0 + down) / steps[i] ** 2
+        grad[i] = (up[i] - down) / (2.0 * steps[i])
     for i in range(k):
         for j in range(i):
             e = np.zeros(k)
             e[i], e[j] = steps[i], steps[j]
             H[i, j] = H[j, i] = (f(x + e) - up[i] - up[j] + f0) / (steps[i] * steps[j])
-    return H
+    return f0, grad, H
 
 
 def fit_glmm(data: GlmmData, family: Family, *, nagq: int = 1, max_evaluations: int = 10_000) -> GlmmFit:
@@ -641,7 +661,10 @@ def _fit_glmm(prepared: GlmmPrepared, family: Family, nagq: int, max_evaluations
 
             start2 = np.concatenate([theta, st1.beta])
             with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-                result2 = _minimize_derivative_free(stage2, start2, lower, scale, max_evaluations)
+                result2, hessian = _minimize_newton(lambda x: stage2(x, keep=False), start2, lower, scale, max_evaluations)
+                if hessian is None:  # Newton could not finish (a bound, curvature): derivative-free from its best point
+                    n_evaluations += result2.n_evaluations
+                    result2 = _minimize_derivative_free(stage2, result2.theta, lower, scale, max_evaluations)
                 n_evaluations += result2.n_evaluations
                 converged = result2.converged
                 theta, beta = result2.theta[:k], result2.theta[k:]
@@ -652,7 +675,10 @@ def _fit_glmm(prepared: GlmmPrepared, family: Family, nagq: int, max_evaluations
                     # saturated constant (its AGQ deviance); so does sklmm, so that
                     # objective_, logLik, AIC and BIC are lme4's.
                     objective -= problem.saturated
-                vcov = _vcov_from_hessian(lambda x: stage2(x, keep=False), result2.theta, lower, scale, k)
+                if hessian is not None:
+                    vcov = _vcov_from_matrix(hessian, k)
+                else:
+                    vcov = _vcov_from_hessian(lambda x: stage2(x, keep=False), result2.theta, lower, scale, k)
                 memo2["u"] = state.u
             if vcov is None:
                 vcov = _vcov_from_joint(problem, state, theta)
@@ -683,6 +709,69 @@ def _fit_glmm(prepared: GlmmPrepared, family: Family, nagq: int, max_evaluations
     if singular:
         _warnings.warn_singular(fit)
     return fit
+
+
+def _minimize_newton(f, start: np.ndarray, lower: np.ndarray, scale: np.ndarray, max_evaluations: int):
+    """Stage 2 by Newton's method on finite-difference derivatives, from stage 1's optimum.
+
+    Stage 1 ends close to stage 2's optimum (the two objectives differ only
+    in how beta is found), where the objective is nearly quadratic: each
+    Newton step takes the gradient and Hessian of :func:`fd_derivatives` at
+    the fit's Hessian steps (``HESSIAN_STEP`` standard errors of beta,
+    natural units of theta; k (k + 3) / 2 evaluations), halving the step
+    until the objective falls.  Once the Newton decrement ``g' H^-1 g / 2``
+    (the predicted fall to the minimum) is below ``NEWTON_FINAL`` the last
+    step is taken without another Hessian: the objective is then within
+    about the square of that of its minimum, and the Hessian, from within
+    ``sqrt(2 NEWTON_FINAL)`` standard errors of the optimum, is the one the
+    fixed effects' covariance uses.  Measured against COBYQA (the previous
+    stage 2) on the glmer reference cases: two Hessians in all, 2 to 5x
+    fewer evaluations, the same optima to 1e-7 or lower.
+
+    Returns
+    -------
+    (OptimizeResult, ndarray or None)
+        The point reached and the Hessian there; the Hessian is ``None``
+        when Newton could not finish (a theta within a step of its bound, a
+        Hessian not positive definite, no fall along the step, or
+        ``NEWTON_MAX_ITER`` steps): the result is then the best point found,
+        for a derivative-free search to go on from.
+    """
+    steps = HESSIAN_STEP * scale
+    x = start.copy()
+    count = 0
+    value = None
+    for _ in range(NEWTON_MAX_ITER):
+        if np.any(x - steps < lower) or count + len(x) * (len(x) + 3) // 2 + 1 > max_evaluations:
+            break
+        value, grad, H = fd_derivatives(f, x, steps, value)
+        count += len(x) * (len(x) + 3) // 2 + (1 if count == 0 else 0)
+        if not (np.isfinite(value) and np.all(np.isfinite(grad)) and np.all(np.isfinite(H))):
+            break
+        try:
+            factor = scipy.linalg.cho_factor(H, lower=True)
+        except np.linalg.LinAlgError:
+            break
+        step = -scipy.linalg.cho_solve(factor, grad)
+        decrement = -0.5 * float(grad @ step)
+        if decrement <= NEWTON_DONE:
+            return OptimizeResult(x, value, count, True, "Newton: converged"), H
+        t = 1.0
+        while t >= 1.0 / 64.0:
+            trial = x + t * step
+            if np.all(trial >= lower):
+                trial_value = f(trial)
+                count += 1
+                if trial_value <= value:
+                    break
+            t *= 0.5
+        else:
+            break
+        x, value = trial, trial_value
+        if t == 1.0 and decrement <= NEWTON_FINAL:
+            return OptimizeResult(x, value, count, True, "Newton: converged"), H
+    x = start if value is None else x
+    return OptimizeResult(x, np.inf if value is None else value, count, False, "Newton: stopped"), None
 
 
 def _minimize_derivative_free(f, start: np.ndarray, lower: np.ndarray, scale: np.ndarray, max_evaluations: int) -> OptimizeResult:
@@ -729,6 +818,13 @@ def _vcov_from_joint(problem: GlmmProblem, state: PirlsState, theta: np.ndarray)
     return linear.fixed_effects_cov(factor, 1.0)
 
 
+def _vcov_from_matrix(H: np.ndarray, k: int) -> np.ndarray:
+    """2 H^-1 restricted to beta (H positive definite, as :func:`_minimize_newton` checks)."""
+    inv = np.linalg.inv(H)
+    V = 2.0 * inv[k:, k:]
+    return (V + V.T) / 2.0
+
+
 def _vcov_from_hessian(f, x: np.ndarray, lower: np.ndarray, scale: np.ndarray, k: int):
     """lme4's default ``vcov`` for glmer: 2 H^-1 restricted to beta, H the objective's Hessian.
 
@@ -745,9 +841,7 @@ def _vcov_from_hessian(f, x: np.ndarray, lower: np.ndarray, scale: np.ndarray, k
         np.linalg.cholesky(H)
     except np.linalg.LinAlgError:
         return None
-    inv = np.linalg.inv(H)
-    V = 2.0 * inv[k:, k:]
-    return (V + V.T) / 2.0
+    return _vcov_from_matrix(H, k)
 
 
 def _check_separation(family: Family, y: np.ndarray, mu: np.ndarray) -> None:
