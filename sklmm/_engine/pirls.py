@@ -58,6 +58,7 @@ from .._model.bars import INTERCEPT
 from .._model.terms import ReTerm, build_terms
 from .deviance import Factorization, ProfiledDeviance
 from .fit import SINGULAR_TOLERANCE, SMALL_REST, FittedTerm, _blas_controller, independent_columns
+from .reweight import WeightedBlocks
 from .optimize import NoFiniteObjective, OptimizeResult, optimize_theta
 
 #: PIRLS stops when a full step moves the linear predictor by less than this (relative to max |eta|).
@@ -128,52 +129,6 @@ class PirlsState:
     converged: bool
 
 
-class _OneTermProblem(ProfiledDeviance):
-    """The weighted linear problem of a PIRLS step for a model with a single random-effects term.
-
-    The same object as :class:`ProfiledDeviance` (its factorisation,
-    solves and log determinants are inherited unchanged); only the cross
-    products are formed differently: by ``bincount`` over the level codes,
-    which for the one block-diagonal term of this model is cheaper than the
-    general sparse product, and PIRLS forms them at every step.
-    """
-
-    def __init__(self, term: ReTerm, XY: np.ndarray, weights: np.ndarray):
-        n, p = XY.shape[0], XY.shape[1] - 1
-        self.n, self.p, self.reml, self.y_offset = n, p, False, 0.0
-        self.terms = [term]
-        self.ldW = 0.0  # not used by the GLMM objective
-        self.theta_slices = [slice(0, term.n_theta)]
-        self.n_theta = term.n_theta
-        WXY = XY * weights[:, None]
-        self.AXX = XY.T @ WXY
-        self.AXX = (self.AXX + self.AXX.T) / 2.0
-        m, pt = term.n_levels, term.n_columns
-        self.m0, self.p0, self.q_rest, self.rest_layout = m, pt, 0, []
-        refs = term.refs
-        if term.z is None:
-            self.A00 = np.bincount(refs, weights=weights, minlength=m).reshape(m, 1, 1)
-            self.AX0 = np.stack([np.bincount(refs, weights=WXY[:, j], minlength=m) for j in range(p + 1)]).reshape(p + 1, m, 1)
-            return
-        z = term.z
-        wz = z * weights[:, None]
-        A00 = np.empty((m, pt, pt))
-        AX0 = np.empty((p + 1, m, pt))
-        for c in range(pt):
-            for d in range(c + 1):
-                A00[:, c, d] = A00[:, d, c] = np.bincount(refs, weights=wz[:, c] * z[:, d], minlength=m)
-            for j in range(p + 1):
-                AX0[j, :, c] = np.bincount(refs, weights=WXY[:, j] * z[:, c], minlength=m)
-        self.A00, self.AX0 = A00, AX0
-
-
-def _linear_problem(terms: list[ReTerm], XY: np.ndarray, weights: np.ndarray) -> ProfiledDeviance:
-    """The weighted linear mixed-model problem of one PIRLS step."""
-    if len(terms) == 1:
-        return _OneTermProblem(terms[0], XY, weights)
-    return ProfiledDeviance(terms, XY, weights, reml=False)
-
-
 class GlmmProblem:
     """A GLMM's data, with PIRLS, the Laplace and AGQ objectives.
 
@@ -203,6 +158,8 @@ class GlmmProblem:
         self.dev_resid = family.dev_resid_function(y, self.pw)
         # theta's layout, bounds and units: the linear problem with unit weights.
         self.template = ProfiledDeviance(terms, np.ones((self.n, 1)), None, reml=False)
+        # The weighted problems of the PIRLS steps: one pattern, new weights each step.
+        self.weighted = WeightedBlocks(terms) if terms else None
         self.n_theta = self.template.n_theta
         self.state: PirlsState | None = None
         self.n_pirls = 0
@@ -270,7 +227,7 @@ class GlmmProblem:
             w = self.pw * mu_eta * mu_eta / family.variance(mu)
             z = eta - fixed + (self.y - mu) / mu_eta
             XY = np.column_stack([self.X, z]) if joint else z[:, None]
-            linear = _linear_problem(self.terms, XY, w)
+            linear = self.weighted.problem(XY, w)
             factor = linear.factorize(theta)
             beta_new, u_new = linear._beta_u(factor)
             if not joint:
@@ -813,7 +770,7 @@ def _vcov_from_joint(problem: GlmmProblem, state: PirlsState, theta: np.ndarray)
     w = problem.pw * mu_eta * mu_eta / family.variance(state.mu)
     # Any y not in X's column space: R_X does not depend on it.
     XY = np.column_stack([problem.X, np.random.default_rng(0).normal(size=problem.n)])
-    linear = _linear_problem(problem.terms, XY, w)
+    linear = problem.weighted.problem(XY, w)
     factor = linear.factorize(theta)
     return linear.fixed_effects_cov(factor, 1.0)
 
