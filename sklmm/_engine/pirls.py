@@ -605,10 +605,10 @@ def _fit_glmm(prepared: GlmmPrepared, family: Family, nagq: int, max_evaluations
             scale = np.concatenate([theta_scale, beta_scale])
             memo2 = {"u": st1.u}
 
-            def stage2(params, keep=True):
+            def stage2(params, keep=True, tol=SEARCH_TOLERANCE):
                 th, beta = params[:k], params[k:]
                 try:
-                    st = problem.pirls(th, beta, memo2["u"], joint=False, tol=SEARCH_TOLERANCE if keep else PIRLS_TOLERANCE)
+                    st = problem.pirls(th, beta, memo2["u"], joint=False, tol=tol)
                 except (np.linalg.LinAlgError, FloatingPointError, ValueError):
                     return np.inf
                 value = problem.objective(st, th, nagq)
@@ -618,7 +618,12 @@ def _fit_glmm(prepared: GlmmPrepared, family: Family, nagq: int, max_evaluations
 
             start2 = np.concatenate([theta, st1.beta])
             with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-                result2, hessian = _minimize_newton(lambda x: stage2(x, keep=False), start2, lower, scale, max_evaluations)
+                # Newton's points keep their modes as the warm start of the
+                # finite differences around them (fewer PIRLS iterations).
+                result2, hessian = _minimize_newton(
+                    lambda x: stage2(x, keep=True, tol=PIRLS_TOLERANCE), lambda x: stage2(x, keep=False, tol=PIRLS_TOLERANCE),
+                    start2, lower, scale, max_evaluations,
+                )
                 if hessian is None:  # Newton could not finish (a bound, curvature): derivative-free from its best point
                     n_evaluations += result2.n_evaluations
                     result2 = _minimize_derivative_free(stage2, result2.theta, lower, scale, max_evaluations)
@@ -635,7 +640,7 @@ def _fit_glmm(prepared: GlmmPrepared, family: Family, nagq: int, max_evaluations
                 if hessian is not None:
                     vcov = _vcov_from_matrix(hessian, k)
                 else:
-                    vcov = _vcov_from_hessian(lambda x: stage2(x, keep=False), result2.theta, lower, scale, k)
+                    vcov = _vcov_from_hessian(lambda x: stage2(x, keep=False, tol=PIRLS_TOLERANCE), result2.theta, lower, scale, k)
                 memo2["u"] = state.u
             if vcov is None:
                 vcov = _vcov_from_joint(problem, state, theta)
@@ -668,7 +673,7 @@ def _fit_glmm(prepared: GlmmPrepared, family: Family, nagq: int, max_evaluations
     return fit
 
 
-def _minimize_newton(f, start: np.ndarray, lower: np.ndarray, scale: np.ndarray, max_evaluations: int):
+def _minimize_newton(f, probe, start: np.ndarray, lower: np.ndarray, scale: np.ndarray, max_evaluations: int):
     """Stage 2 by Newton's method on finite-difference derivatives, from stage 1's optimum.
 
     Stage 1 ends close to stage 2's optimum (the two objectives differ only
@@ -685,6 +690,10 @@ def _minimize_newton(f, start: np.ndarray, lower: np.ndarray, scale: np.ndarray,
     stage 2) on the glmer reference cases: two Hessians in all, 2 to 5x
     fewer evaluations, the same optima to 1e-7 or lower.
 
+    ``f`` evaluates the objective at the points Newton moves to, ``probe``
+    at the finite-difference points around them (the same function; the
+    caller may keep f's modes as warm starts).
+
     Returns
     -------
     (OptimizeResult, ndarray or None)
@@ -696,13 +705,13 @@ def _minimize_newton(f, start: np.ndarray, lower: np.ndarray, scale: np.ndarray,
     """
     steps = HESSIAN_STEP * scale
     x = start.copy()
-    count = 0
-    value = None
+    value = f(x)
+    count = 1
     for _ in range(NEWTON_MAX_ITER):
         if np.any(x - steps < lower) or count + len(x) * (len(x) + 3) // 2 + 1 > max_evaluations:
             break
-        value, grad, H = fd_derivatives(f, x, steps, value)
-        count += len(x) * (len(x) + 3) // 2 + (1 if count == 0 else 0)
+        value, grad, H = fd_derivatives(probe, x, steps, value)
+        count += len(x) * (len(x) + 3) // 2
         if not (np.isfinite(value) and np.all(np.isfinite(grad)) and np.all(np.isfinite(H))):
             break
         try:
@@ -727,8 +736,7 @@ def _minimize_newton(f, start: np.ndarray, lower: np.ndarray, scale: np.ndarray,
         x, value = trial, trial_value
         if t == 1.0 and decrement <= NEWTON_FINAL:
             return OptimizeResult(x, value, count, True, "Newton: converged"), H
-    x = start if value is None else x
-    return OptimizeResult(x, np.inf if value is None else value, count, False, "Newton: stopped"), None
+    return OptimizeResult(x, value, count, False, "Newton: stopped"), None
 
 
 def _minimize_derivative_free(f, start: np.ndarray, lower: np.ndarray, scale: np.ndarray, max_evaluations: int) -> OptimizeResult:
