@@ -225,9 +225,20 @@ class GlmmProblem:
             self.n_pirls += 1
             mu_eta = link.mu_eta(eta)
             w = self.pw * mu_eta * mu_eta / family.variance(mu)
-            z = eta - fixed + (self.y - mu) / mu_eta
+            residual = (self.y - mu) / mu_eta
+            # Newton's weights where the link is not canonical (Fisher scoring
+            # then converges only linearly: 7 to 21 iterations per evaluation
+            # on the probit, cloglog and sqrt reference cases, against 3);
+            # Fisher's where any is not positive.  The mode is the same.
+            step_w = w
+            if not family.canonical:
+                observed = family.observed_weights(self.y, mu, eta, mu_eta, w, self.pw)
+                if np.all(observed > 0.0):
+                    step_w = observed
+                    residual = residual * (w / observed)
+            z = eta - fixed + residual
             XY = np.column_stack([self.X, z]) if joint else z[:, None]
-            linear = self.weighted.problem(XY, w)
+            linear = self.weighted.problem(XY, step_w)
             factor = linear.factorize(theta)
             beta_new, u_new = linear._beta_u(factor)
             if not joint:
@@ -268,6 +279,12 @@ class GlmmProblem:
                     break
             forced = False
             beta, u, eta, mu, pdev = beta_c, u_c, eta_c, mu_c, pdev_c
+        if step_w is not w:
+            # The Laplace approximation's log determinant (and the covariances
+            # read off the factor) are at Fisher's weights, as lme4's.
+            z = eta - fixed + (self.y - mu) / mu_eta
+            linear = self.weighted.problem(np.column_stack([self.X, z]) if joint else z[:, None], w)
+            factor = linear.factorize(theta)
         ldL2 = linear.log_determinants(factor)[0] if self.terms else 0.0
         return PirlsState(beta, u, eta, mu, pdev, ldL2, linear, factor, iteration, converged)
 
