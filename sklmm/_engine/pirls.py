@@ -45,6 +45,7 @@ block.
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -321,11 +322,19 @@ class GlmmProblem:
         return self.laplace(state) if nagq <= 1 else self.agq(state, theta, nagq)
 
 
+@functools.lru_cache(maxsize=32)
 def gauss_hermite_normal(k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Gauss-Hermite nodes and weights for the standard normal density (weights sum to 1)."""
+    """Gauss-Hermite nodes and weights for the standard normal density (weights sum to 1).
+
+    Cached (every AGQ evaluation reads them; computing them is an
+    eigenproblem, a third of an evaluation on small data); read-only arrays.
+    """
     nodes, weights = np.polynomial.hermite_e.hermegauss(k)
     nodes = np.where(np.abs(nodes) < 1e-14, 0.0, nodes)
-    return nodes, weights / np.sqrt(2.0 * np.pi)
+    weights = weights / np.sqrt(2.0 * np.pi)
+    nodes.flags.writeable = False
+    weights.flags.writeable = False
+    return nodes, weights
 
 
 @dataclass
