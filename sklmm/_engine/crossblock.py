@@ -122,16 +122,16 @@ class PairCross:
         """
         p0 = self.p0
         new = copy.copy(self)
-        new.A = sp.csr_matrix((data, self.A.indices, self.A.indptr), shape=self.A.shape)
-        new.AT = sp.csr_matrix((data[self._AT_order], self.AT.indices, self.AT.indptr), shape=self.AT.shape)
+        new.A = _with_data(self.A, data)
+        new.AT = _with_data(self.AT, data[self._AT_order])
         values = np.zeros(self._n_entries * p0)
         values[self._value_slot] = data
         values = values.reshape(-1, p0)
         vi, vj = values[self._first], values[self._second]
         prod = 0.5 * (vi[:, :, None] * vj[:, None, :] + vj[:, :, None] * vi[:, None, :])
         S_data = prod.ravel()[self._S_order]
-        new.S = sp.csr_matrix((S_data, self.S.indices, self.S.indptr), shape=self.S.shape)
-        new.ST = sp.csr_matrix((S_data[self._ST_order], self.ST.indices, self.ST.indptr), shape=self.ST.shape)
+        new.S = _with_data(self.S, S_data)
+        new.ST = _with_data(self.ST, S_data[self._ST_order])
         return new
 
     def gram(self, W0: np.ndarray) -> np.ndarray:
@@ -153,6 +153,13 @@ class PairCross:
     def quad_from_pairs(self, values: np.ndarray) -> np.ndarray:
         """``quad`` given N only at the pairs: ``values[k] = N[pair_i[k], pair_j[k]]``."""
         return np.asarray(self.ST @ (self.pair_weight * values)).reshape(self.m0, self.p0, self.p0)
+
+
+def _with_data(M: sp.csr_matrix, data: np.ndarray) -> sp.csr_matrix:
+    """M's pattern (shared, not copied) with new values, without scipy's format checks."""
+    new = copy.copy(M)
+    new.data = data
+    return new
 
 
 def _transpose_order(M: sp.csr_matrix) -> np.ndarray:
