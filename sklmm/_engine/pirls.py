@@ -629,17 +629,22 @@ def _fit_glmm(prepared: GlmmPrepared, family: Family, nagq: int, max_evaluations
             k = problem.n_theta
             lower = np.concatenate([lower_theta, np.full(p, -np.inf)])
             scale = np.concatenate([theta_scale, beta_scale])
-            memo2 = {"u": st1.u}
+            memo2 = {"u": st1.u, "x": None, "around": {}}
+            steps = HESSIAN_STEP * scale
 
             def stage2(params, keep=True, tol=SEARCH_TOLERANCE):
                 th, beta = params[:k], params[k:]
+                start_u, offset = _difference_start(memo2, params, steps)
                 try:
-                    st = problem.pirls(th, beta, memo2["u"], joint=False, tol=tol)
+                    st = problem.pirls(th, beta, start_u, joint=False, tol=tol)
                 except (np.linalg.LinAlgError, FloatingPointError, ValueError):
                     return np.inf
                 value = problem.objective(st, th, nagq)
-                if keep and np.isfinite(value):
-                    memo2["u"] = st.u
+                if np.isfinite(value):
+                    if keep:
+                        memo2["u"], memo2["x"], memo2["around"] = st.u, params.copy(), {}
+                    elif offset is not None and len(offset) == 1 and offset[0][1] == 1:
+                        memo2["around"][offset[0][0]] = st.u
                 return value if np.isfinite(value) else np.inf
 
             start2 = np.concatenate([theta, st1.beta])
@@ -697,6 +702,36 @@ def _fit_glmm(prepared: GlmmPrepared, family: Family, nagq: int, max_evaluations
     if singular:
         _warnings.warn_singular(fit)
     return fit
+
+
+def _difference_start(memo: dict, params: np.ndarray, steps: np.ndarray):
+    """PIRLS's starting modes for a finite-difference point around the last kept point.
+
+    The finite differences visit x + h_i, x - h_i and x + h_i + h_j around a
+    centre x (``memo["x"]``, modes ``memo["u"]``).  The modes are smooth in
+    (theta, beta), so from the modes at x + h_i (kept in ``memo["around"]``)
+    ``2 u(x) - u(x + h_i)`` and ``u(x + h_i) + u(x + h_j) - u(x)`` are within
+    O(h^2) of the modes at x - h_i and x + h_i + h_j: PIRLS then needs two
+    iterations instead of three (measured on the reference cases).
+
+    Returns (modes to start from, the point's offset from x as a list of
+    (coordinate, +1/-1), or None when it is not such a point).
+    """
+    centre, u = memo["x"], memo["u"]
+    if centre is None or len(centre) != len(params):
+        return u, None
+    ratio = (params - centre) / steps
+    nearest = np.rint(ratio)
+    if np.any(np.abs(ratio - nearest) > 1e-6) or np.any(np.abs(nearest) > 1):
+        return u, None
+    offset = [(int(i), int(nearest[i])) for i in np.flatnonzero(nearest)]
+    around = memo["around"]
+    if len(offset) == 1 and offset[0][1] == -1 and offset[0][0] in around:
+        return [2.0 * a - b for a, b in zip(u, around[offset[0][0]])], offset
+    if len(offset) == 2 and all(sign == 1 and i in around for i, sign in offset):
+        (i, _), (j, _) = offset
+        return [a + b - c for a, b, c in zip(around[i], around[j], u)], offset
+    return u, offset
 
 
 def _minimize_newton(f, probe, start: np.ndarray, lower: np.ndarray, scale: np.ndarray, max_evaluations: int):
