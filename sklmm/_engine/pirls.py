@@ -163,6 +163,7 @@ class GlmmProblem:
         self.weighted = WeightedBlocks(terms) if terms else None
         self.n_theta = self.template.n_theta
         self.state: PirlsState | None = None
+        self._XZ = None  # [X z] buffer of the joint PIRLS steps
         self.n_pirls = 0
 
     # -- the linear predictor ----------------------------------------------------
@@ -184,6 +185,18 @@ class GlmmProblem:
         """The linear predictor; ``fixed_eta`` (offset + X beta) is reused when beta is held."""
         base = self.offset + self.X @ beta if joint else fixed_eta
         return base + self.random_part(lams, u)
+
+    def _with_response(self, z: np.ndarray) -> np.ndarray:
+        """``[X z]`` in a buffer kept between PIRLS steps (X copied in once; z overwrites the last column).
+
+        The array is reused by the next call: the weighted problem reads it
+        and keeps nothing of it.
+        """
+        if self._XZ is None:
+            self._XZ = np.empty((self.n, self.p + 1))
+            self._XZ[:, : self.p] = self.X
+        self._XZ[:, self.p] = z
+        return self._XZ
 
     def zero_u(self) -> list[np.ndarray]:
         return [np.zeros((t.n_levels, t.n_columns)) for t in self.terms]
@@ -238,7 +251,7 @@ class GlmmProblem:
                     step_w = observed
                     residual = residual * (w / observed)
             z = eta - fixed + residual
-            XY = np.column_stack([self.X, z]) if joint else z[:, None]
+            XY = self._with_response(z) if joint else z[:, None]
             linear = self.weighted.problem(XY, step_w)
             factor = linear.factorize(theta)
             beta_new, u_new = linear._beta_u(factor)
@@ -284,7 +297,7 @@ class GlmmProblem:
             # The Laplace approximation's log determinant (and the covariances
             # read off the factor) are at Fisher's weights, as lme4's.
             z = eta - fixed + (self.y - mu) / mu_eta
-            linear = self.weighted.problem(np.column_stack([self.X, z]) if joint else z[:, None], w)
+            linear = self.weighted.problem(self._with_response(z) if joint else z[:, None], w)
             factor = linear.factorize(theta)
         ldL2 = linear.log_determinants(factor)[0] if self.terms else 0.0
         return PirlsState(beta, u, eta, mu, pdev, ldL2, linear, factor, iteration, converged)

@@ -136,15 +136,22 @@ class WeightedBlocks:
         """
         n, p = XY.shape[0], XY.shape[1] - 1
         m0, p0 = self.m0, self.p0
-        WXY = XY * w[:, None]
-        AXX = XY.T @ WXY
-        AXX = (AXX + AXX.T) / 2.0
-        AX0 = np.asarray(self.Zt0 @ WXY).T.reshape(p + 1, m0, p0)
         if p0 == 1 and self.terms[0].z is None:
+            WXY = XY * w[:, None]
+            AX0 = np.asarray(self.Zt0 @ WXY).T.reshape(p + 1, m0, p0)
             A00 = np.bincount(self.terms[0].refs, weights=w, minlength=m0).reshape(m0, 1, 1)
         else:
-            A00 = np.asarray(self.Zt0 @ (self.z0 * w[:, None])).reshape(m0, p0, p0)
+            # [W X  W z  W Z_0-columns] side by side: A_X0 and A_00 in one product with Z_0'.
+            both = np.empty((n, p + 1 + p0))
+            np.multiply(XY, w[:, None], out=both[:, : p + 1])
+            np.multiply(self.z0, w[:, None], out=both[:, p + 1 :])
+            products = np.asarray(self.Zt0 @ both)
+            AX0 = products[:, : p + 1].T.reshape(p + 1, m0, p0)
+            A00 = products[:, p + 1 :].reshape(m0, p0, p0)
             A00 = (A00 + np.swapaxes(A00, 1, 2)) / 2.0
+            WXY = both[:, : p + 1]
+        AXX = XY.T @ WXY
+        AXX = (AXX + AXX.T) / 2.0
         blocks = CrossProducts(n, 0.0, AXX, A00, AX0)
         rest = None
         if self.rest_terms:
