@@ -40,6 +40,15 @@ minimises the Laplace or AGQ objective over (theta, beta) together, PIRLS
 finding u alone.  The fixed effects' covariance is lme4's default: twice the
 inverse of the finite-difference Hessian of the stage-2 objective, its beta
 block.
+
+Speed.  Stage 2 starts at stage 1's optimum, close to its own, so it takes
+Newton steps on that same finite-difference Hessian (two in a typical fit,
+the last one giving the covariance), where lme4 and MixedModels.jl run a
+derivative-free search (COBYQA remains the fallback at a bound or where
+the curvature is not positive).  The PIRLS steps of one fit share the
+weighted problems' sparsity pattern (:mod:`sklmm._engine.reweight`), start
+from the previous or extrapolated modes, and take Newton's steps for
+non-canonical links (Fisher scoring converges only linearly).
 """
 
 from __future__ import annotations
@@ -814,12 +823,12 @@ def _minimize_newton(f, probe, start: np.ndarray, lower: np.ndarray, scale: np.n
 
 
 def _minimize_derivative_free(f, start: np.ndarray, lower: np.ndarray, scale: np.ndarray, max_evaluations: int) -> OptimizeResult:
-    """Stage 2: COBYQA (the successor of lme4's BOBYQA) over (theta, beta) in the optimiser's units.
+    """Stage 2's fallback: COBYQA (the successor of lme4's BOBYQA) over (theta, beta) in the optimiser's units.
 
-    Derivative-free, as lme4's and MixedModels.jl's second stage: each
-    evaluation is one PIRLS, where a finite-difference gradient would cost
-    2 k + 1 of them.  From stage 1's optimum, a trust region of 0.1 standard
-    errors (and natural units of theta) shrinking to ``STAGE2_RADIUS`` of them.
+    Derivative-free, as lme4's and MixedModels.jl's second stage, where
+    :func:`_minimize_newton` cannot finish (a theta at its bound, curvature
+    not positive).  From its start, a trust region of 0.1 standard errors
+    (and natural units of theta) shrinking to ``STAGE2_RADIUS`` of them.
     """
     count = [0]
     best = [np.inf, start.copy()]
