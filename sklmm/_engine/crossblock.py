@@ -22,6 +22,8 @@ Both expose the same methods; every array they return is new.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -94,14 +96,43 @@ class PairCross:
         vi, vj = values[first], values[second]
         prod = 0.5 * (vi[:, :, None] * vj[:, None, :] + vj[:, :, None] * vi[:, None, :])
         cols = (entry_level[first][:, None] * (p0 * p0) + np.arange(p0 * p0)[None, :]).ravel()
-        self.S = sp.csr_matrix(
-            (prod.reshape(len(first), -1).ravel(), (np.repeat(pair_id, p0 * p0), cols)),
-            shape=(len(pairs), m0 * p0 * p0),
-        )
+        # S in CSR, its entries sorted by (pair, column) once here.
+        S_rows = np.repeat(pair_id, p0 * p0)
+        self._S_order = np.argsort(S_rows.astype(np.int64) * (m0 * p0 * p0) + cols, kind="stable")
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(S_rows, minlength=len(pairs)))])
+        self.S = sp.csr_matrix((prod.reshape(len(first), -1).ravel()[self._S_order], cols[self._S_order], indptr), shape=(len(pairs), m0 * p0 * p0))
         self.ST = self.S.T.tocsr()
+        # How the arrays above follow from A_r0's entries (see reweighted):
+        # each entry's slot among the values, the pairs, and the transposes' orders.
+        self._value_slot = inverse * p0 + column  # in A's CSR order (tocoo keeps it)
+        self._first, self._second = first, second
+        self._n_entries = len(entries)
+        self._AT_order = _transpose_order(self.A)
+        self._ST_order = _transpose_order(self.S)
         # Off-diagonal pairs count twice in symmetric sums.
         self.pair_weight = np.where(self.pair_i == self.pair_j, 1.0, 2.0)
         self.n_incidences = len(first)
+
+    def reweighted(self, data: np.ndarray) -> PairCross:
+        """The same structure for A_r0 with new entries ``data`` (in ``A.data``'s order).
+
+        PIRLS reweights the same pattern at every step
+        (:mod:`sklmm._engine.reweight`): only the values of A, A' and S are
+        recomputed, in one vectorised pass over the incidences.
+        """
+        p0 = self.p0
+        new = copy.copy(self)
+        new.A = _with_data(self.A, data)
+        new.AT = _with_data(self.AT, data[self._AT_order])
+        values = np.zeros(self._n_entries * p0)
+        values[self._value_slot] = data
+        values = values.reshape(-1, p0)
+        vi, vj = values[self._first], values[self._second]
+        prod = 0.5 * (vi[:, :, None] * vj[:, None, :] + vj[:, :, None] * vi[:, None, :])
+        S_data = prod.ravel()[self._S_order]
+        new.S = _with_data(self.S, S_data)
+        new.ST = _with_data(self.ST, S_data[self._ST_order])
+        return new
 
     def gram(self, W0: np.ndarray) -> np.ndarray:
         values = self.S @ W0.ravel()
@@ -122,6 +153,19 @@ class PairCross:
     def quad_from_pairs(self, values: np.ndarray) -> np.ndarray:
         """``quad`` given N only at the pairs: ``values[k] = N[pair_i[k], pair_j[k]]``."""
         return np.asarray(self.ST @ (self.pair_weight * values)).reshape(self.m0, self.p0, self.p0)
+
+
+def _with_data(M: sp.csr_matrix, data: np.ndarray) -> sp.csr_matrix:
+    """M's pattern (shared, not copied) with new values, without scipy's format checks."""
+    new = copy.copy(M)
+    new.data = data
+    return new
+
+
+def _transpose_order(M: sp.csr_matrix) -> np.ndarray:
+    """k with ``M.T.tocsr().data == M.data[k]`` (M's pattern only)."""
+    probe = sp.csr_matrix((np.arange(1.0, M.nnz + 1.0), M.indices, M.indptr), shape=M.shape).T.tocsr()
+    return np.rint(probe.data).astype(np.intp) - 1
 
 
 def make_cross(Ar0: sp.spmatrix, m0: int, p0: int):

@@ -176,7 +176,7 @@ class ProfiledDeviance:
         self._set_blocks(terms, form_blocks(terms, XY, weights), reml, y_offset)
 
     @classmethod
-    def from_blocks(cls, terms: list[ReTerm], blocks: CrossProducts, reml: bool, y_offset: float = 0.0) -> ProfiledDeviance:
+    def from_blocks(cls, terms: list[ReTerm], blocks: CrossProducts, reml: bool, y_offset: float = 0.0, rest=None) -> ProfiledDeviance:
         """The criterion from cross products already formed (and summed over partitions).
 
         Parameters
@@ -189,12 +189,17 @@ class ProfiledDeviance:
             of its results over disjoint subsets of them.
         reml, y_offset
             As in the constructor.
+        rest : DenseRest or NestedRest, optional
+            The rest terms' structure already holding these blocks' values
+            (:mod:`sklmm._engine.reweight`, which keeps one structure for
+            the many weights of a PIRLS fit); ``blocks`` then need not carry
+            the rest blocks.
         """
         problem = cls.__new__(cls)
-        problem._set_blocks(terms, blocks, reml, y_offset)
+        problem._set_blocks(terms, blocks, reml, y_offset, rest)
         return problem
 
-    def _set_blocks(self, terms: list[ReTerm], blocks: CrossProducts, reml: bool, y_offset: float) -> None:
+    def _set_blocks(self, terms: list[ReTerm], blocks: CrossProducts, reml: bool, y_offset: float, rest=None) -> None:
         """Sets: every attribute; the rest terms' structure is chosen here, from the global pattern."""
         self.n, self.p, self.reml = blocks.n, blocks.AXX.shape[0] - 1, bool(reml)
         self.y_offset = float(y_offset)
@@ -221,7 +226,9 @@ class ProfiledDeviance:
         if len(terms) == 1:
             return
         # The rest: every other term, stacked; dense or block-diagonal (_rest).
-        self.rest = make_rest(terms[1:], blocks.Ar0, blocks.Arr, blocks.AXr, nested_parent(blocks.parent_range), self.m0, self.p0)
+        if rest is None:
+            rest = make_rest(terms[1:], blocks.Ar0, blocks.Arr, blocks.AXr, nested_parent(blocks.parent_range), self.m0, self.p0)
+        self.rest = rest
         self.q_rest = self.rest.q
         self.rest_layout = self.rest.layout
 

@@ -36,6 +36,8 @@ class Link:
     linkfun: Callable[[np.ndarray], np.ndarray]
     linkinv: Callable[[np.ndarray], np.ndarray]
     mu_eta: Callable[[np.ndarray], np.ndarray]
+    #: d^2 mu / d eta^2 (without R's clamps): PIRLS's Newton weights for non-canonical links.
+    mu_eta_derivative: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 def _logit_inv(eta):
@@ -57,18 +59,31 @@ def _cloglog_mu_eta(eta):
     return np.maximum(np.exp(eta - np.exp(eta)), _EPS)
 
 
+def _logit_mu_eta_derivative(eta):
+    mu = expit(eta)
+    return mu * (1.0 - mu) * (1.0 - 2.0 * mu)
+
+
+def _cloglog_mu_eta_derivative(eta):
+    eta = np.minimum(eta, 700.0)
+    return np.exp(eta - np.exp(eta)) * -np.expm1(eta)
+
+
+_SQRT_2PI = np.sqrt(2.0 * np.pi)
+
 LINKS = {
-    "logit": Link("logit", lambda mu: np.log(mu / (1.0 - mu)), _logit_inv, _logit_mu_eta),
+    "logit": Link("logit", lambda mu: np.log(mu / (1.0 - mu)), _logit_inv, _logit_mu_eta, _logit_mu_eta_derivative),
     "probit": Link(
         "probit",
         norm.ppf,
         lambda eta: ndtr(np.clip(eta, -_PROBIT_THRESH, _PROBIT_THRESH)),
-        lambda eta: np.maximum(norm.pdf(eta), _EPS),
+        lambda eta: np.maximum(np.exp(-0.5 * eta * eta) / _SQRT_2PI, _EPS),  # norm.pdf, without its overhead
+        lambda eta: -eta * np.exp(-0.5 * eta * eta) / _SQRT_2PI,
     ),
-    "cloglog": Link("cloglog", lambda mu: np.log(-np.log1p(-mu)), _cloglog_inv, _cloglog_mu_eta),
-    "log": Link("log", np.log, lambda eta: np.maximum(np.exp(eta), _EPS), lambda eta: np.maximum(np.exp(eta), _EPS)),
-    "sqrt": Link("sqrt", np.sqrt, lambda eta: eta * eta, lambda eta: 2.0 * eta),
-    "identity": Link("identity", lambda mu: mu, lambda eta: eta, np.ones_like),
+    "cloglog": Link("cloglog", lambda mu: np.log(-np.log1p(-mu)), _cloglog_inv, _cloglog_mu_eta, _cloglog_mu_eta_derivative),
+    "log": Link("log", np.log, lambda eta: np.maximum(np.exp(eta), _EPS), lambda eta: np.maximum(np.exp(eta), _EPS), np.exp),
+    "sqrt": Link("sqrt", np.sqrt, lambda eta: eta * eta, lambda eta: 2.0 * eta, lambda eta: np.full_like(eta, 2.0)),
+    "identity": Link("identity", lambda mu: mu, lambda eta: eta, np.ones_like, np.zeros_like),
 }
 
 
@@ -95,6 +110,23 @@ class Family:
         if self.name == "binomial":
             return mu * (1.0 - mu)
         return mu
+
+    @property
+    def canonical(self) -> bool:
+        """Whether the link is the family's canonical one (Fisher scoring is then Newton's method)."""
+        return self.link.name == FAMILY_LINKS[self.name][0]
+
+    def observed_weights(self, y: np.ndarray, mu: np.ndarray, eta: np.ndarray, mu_eta: np.ndarray, w: np.ndarray, pw: np.ndarray) -> np.ndarray:
+        """Newton's weights ``-d^2 log p(y | eta) / d eta^2`` per row, from Fisher's ``w``.
+
+        ``w - pw (y - mu) d/d eta (mu_eta / V(mu))`` with ``V`` the variance
+        function; equal to ``w`` for the canonical link.  They may be
+        negative (far from the mode), where the caller uses ``w``.
+        """
+        V = self.variance(mu)
+        dV = 1.0 - 2.0 * mu if self.name == "binomial" else 1.0
+        derivative = self.link.mu_eta_derivative(eta) / V - mu_eta * mu_eta * dV / (V * V)
+        return w - pw * (y - mu) * derivative
 
     def dev_resid(self, y: np.ndarray, mu: np.ndarray, w: np.ndarray) -> np.ndarray:
         """R's ``family$dev.resids``: each row's contribution to the deviance."""

@@ -638,17 +638,17 @@ class GlmmSummary(ModelSummary):
     <BLANKLINE>
     Fixed effects:
                 Estimate Std. Error z value Pr(>|z|)
-    (Intercept)  -1.3985     0.2325  -6.016 1.78e-09 ***
-    period2      -0.9923     0.3066  -3.236 0.001212 **
-    period3      -1.1287     0.3266  -3.455 0.000550 ***
-    period4      -1.5803     0.4274  -3.697 0.000218 ***
+    (Intercept)  -1.3985     0.2321  -6.025 1.69e-09 ***
+    period2      -0.9923     0.3066  -3.236 0.001210 **
+    period3      -1.1287     0.3266  -3.456 0.000549 ***
+    period4      -1.5803     0.4274  -3.698 0.000218 ***
     ---
     Signif. codes:  0 ‘***’ 0.001 ‘**’ 0.01 ‘*’ 0.05 ‘.’ 0.1 ‘ ’ 1
     <BLANKLINE>
     Correlation of Fixed Effects:
             (Intr) perid2 perid3
     period2 -0.364
-    period3 -0.340  0.279
+    period3 -0.341  0.278
     period4 -0.261  0.212  0.197
     <BLANKLINE>
     """
