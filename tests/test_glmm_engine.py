@@ -191,3 +191,35 @@ def test_newton_weights_are_the_second_derivative(family, link):
     np.testing.assert_allclose(observed, numeric, rtol=1e-6, atol=1e-6 * np.max(np.abs(numeric)))
     if fam.canonical:
         np.testing.assert_allclose(observed, w, rtol=1e-12)
+
+
+def test_fixed_effects_covariance_when_the_placeholder_response_is_a_column_of_X(monkeypatch):
+    """A singular fit takes (R_X' R_X)^-1 from a factorisation of [X y] with a placeholder y.
+
+    A column of X equal to the first placeholder draw (a user who generated X
+    from the same seed) makes that factorisation fail (it raised LinAlgError
+    when the placeholder was one fixed draw); the next draw is used, and the
+    covariance (which does not depend on y) is the same as when only that
+    draw is tried.  Reference: the same fit with the colliding seed left out.
+    """
+    import warnings
+
+    from sklmm import MixedLogisticRegression
+    from sklmm._engine import pirls
+
+    rng = np.random.default_rng(4)
+    n, m = 300, 30
+    seed = pirls._PLACEHOLDER_SEEDS[0]
+    X = pd.DataFrame({"x": np.random.default_rng(seed).normal(size=n), "z": rng.normal(size=n)})
+    g = pd.DataFrame({"g": rng.integers(0, m, size=n).astype(str)})
+    y = (rng.random(n) < 1 / (1 + np.exp(-(0.3 + 0.8 * X["x"])))).astype(int)  # no group effect
+    model = MixedLogisticRegression(random_effects="(1 | g)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the singular fit's warning
+        fitted = model.fit(X, y, groups=g)
+        assert fitted.singular_
+        colliding = fitted.fixed_effects_["std_error"].to_numpy()
+        monkeypatch.setattr(pirls, "_PLACEHOLDER_SEEDS", pirls._PLACEHOLDER_SEEDS[1:])
+        reference = model.fit(X, y, groups=g).fixed_effects_["std_error"].to_numpy()
+    assert np.all(np.isfinite(colliding))
+    np.testing.assert_allclose(colliding, reference, rtol=1e-10)

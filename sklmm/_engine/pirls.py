@@ -867,11 +867,22 @@ def _vcov_from_joint(problem: GlmmProblem, state: PirlsState, theta: np.ndarray)
     family, link = problem.family, problem.family.link
     mu_eta = link.mu_eta(state.eta)
     w = problem.pw * mu_eta * mu_eta / family.variance(state.mu)
-    # Any y not in X's column space: R_X does not depend on it.
-    XY = np.column_stack([problem.X, np.random.default_rng(0).normal(size=problem.n)])
-    linear = problem.weighted.problem(XY, w)
-    factor = linear.factorize(theta)
-    return linear.fixed_effects_cov(factor, 1.0)
+    # Any y not in [Z X]'s column space: R_X does not depend on it.  A draw
+    # from a seed users are unlikely to use; should it fall in that space
+    # anyway (the factorisation fails), another draw.
+    for seed in _PLACEHOLDER_SEEDS:
+        XY = np.column_stack([problem.X, np.random.default_rng(seed).normal(size=problem.n)])
+        linear = problem.weighted.problem(XY, w)
+        try:
+            factor = linear.factorize(theta)
+        except np.linalg.LinAlgError:
+            continue
+        return linear.fixed_effects_cov(factor, 1.0)
+    raise np.linalg.LinAlgError("the fixed effects' covariance could not be factorised")
+
+
+#: Seeds of the placeholder responses of :func:`_vcov_from_joint`.
+_PLACEHOLDER_SEEDS = (0x5EED_C0F, 0xB0A7_5EED, 0x1729)
 
 
 def _vcov_from_matrix(H: np.ndarray, k: int) -> np.ndarray:
