@@ -87,18 +87,38 @@ class PairCross:
         second = starts[entry_level[first]] + offsets
         rows_i, rows_j = entry_row[first], entry_row[second]
         pair_key = rows_i.astype(np.int64) * self.q_rest + rows_j
-        pairs, pair_id = np.unique(pair_key, return_inverse=True)
+        pairs, pair_id = _distinct(pair_key, self.q_rest * self.q_rest)
         self.pair_i = (pairs // self.q_rest).astype(np.intp)
         self.pair_j = (pairs % self.q_rest).astype(np.intp)
         # S[(i, j), (l, c, d)] = (a_il[c] a_jl[d] + a_jl[c] a_il[d]) / 2
         vi, vj = values[first], values[second]
-        prod = 0.5 * (vi[:, :, None] * vj[:, None, :] + vj[:, :, None] * vi[:, None, :])
-        cols = (entry_level[first][:, None] * (p0 * p0) + np.arange(p0 * p0)[None, :]).ravel()
-        self.S = sp.csr_matrix(
-            (prod.reshape(len(first), -1).ravel(), (np.repeat(pair_id, p0 * p0), cols)),
-            shape=(len(pairs), m0 * p0 * p0),
-        )
-        self.ST = self.S.T.tocsr()
+        if p0 == 1:
+            prod = vi[:, 0] * vj[:, 0]
+        else:
+            prod = 0.5 * (vi[:, :, None] * vj[:, None, :] + vj[:, :, None] * vi[:, None, :])
+        # The incidences come level by level (entries are sorted by level), so
+        # S' is written in CSR form directly: row (l, c, d) holds level l's
+        # incidences, in their order; S is its transpose (CSC), no sorting.
+        n_first = len(first)
+        counts = np.bincount(entry_level[first], minlength=m0) if n_first else np.zeros(m0, dtype=np.int64)
+        if p0 == 1:
+            data, indices = prod, pair_id
+            indptr = np.concatenate([[0], np.cumsum(counts)])
+        else:
+            # within level l, row (l, c, d) repeats the level's pair ids with the (c, d) products
+            level_start = np.concatenate([[0], np.cumsum(counts)])
+            k = p0 * p0
+            block = prod.reshape(n_first, k)
+            data = np.empty(n_first * k)
+            indices = np.empty(n_first * k, dtype=pair_id.dtype)
+            for cd in range(k):  # p0^2 <= 9 passes, each over all incidences
+                # row (l, cd) starts at level_start[l] * k + cd * counts[l]
+                position = level_start[entry_level[first]] * k + cd * counts[entry_level[first]] + (np.arange(n_first) - level_start[entry_level[first]])
+                data[position] = block[:, cd]
+                indices[position] = pair_id
+            indptr = np.concatenate([[0], np.cumsum(np.repeat(counts, k))])
+        self.ST = sp.csr_matrix((data, indices, indptr), shape=(m0 * p0 * p0, len(pairs)))
+        self.S = self.ST.T  # CSC
         # Off-diagonal pairs count twice in symmetric sums.
         self.pair_weight = np.where(self.pair_i == self.pair_j, 1.0, 2.0)
         self.n_incidences = len(first)
@@ -124,6 +144,27 @@ class PairCross:
         return np.asarray(self.ST @ (self.pair_weight * values)).reshape(self.m0, self.p0, self.p0)
 
 
+#: Distinct pair keys are found with a lookup table of this many entries at most
+#: (4 bytes each), else by sorting.
+_TABLE_MAX = 16_000_000
+
+
+def _distinct(keys: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(keys, return_inverse=True)`` for integer keys in ``[0, bound)``.
+
+    With a modest bound, a lookup table (one pass, no sort: InstEval's 1.8
+    million pair incidences in 10 ms instead of 200 ms); else sorting.
+    """
+    if bound > _TABLE_MAX:
+        return np.unique(keys, return_inverse=True)
+    seen = np.zeros(bound, dtype=bool)
+    seen[keys] = True
+    distinct = np.flatnonzero(seen)
+    table = np.empty(bound, dtype=np.int32 if len(distinct) < 2**31 else np.int64)
+    table[distinct] = np.arange(len(distinct), dtype=table.dtype)
+    return distinct, table[keys].astype(np.intp)
+
+
 def make_cross(Ar0: sp.spmatrix, m0: int, p0: int):
     """The cheaper representation of A_r0 for this model."""
     q_rest, q0 = Ar0.shape
@@ -139,6 +180,11 @@ def make_cross(Ar0: sp.spmatrix, m0: int, p0: int):
 def _pair_incidences(Ar0: sp.spmatrix, m0: int, p0: int) -> int:
     """sum over first-term levels of k_l (k_l + 1) / 2, k_l = rest rows the level touches."""
     coo = sp.coo_matrix(Ar0)
-    level = coo.col // p0
-    per_level = np.bincount(np.unique(level.astype(np.int64) * Ar0.shape[0] + coo.row) // Ar0.shape[0], minlength=m0)
+    coo.sum_duplicates()  # one entry per (row, column)
+    if p0 == 1:
+        per_level = np.bincount(coo.col, minlength=m0)
+    else:
+        level = coo.col // p0
+        keys, _ = _distinct(level.astype(np.int64) * Ar0.shape[0] + coo.row, m0 * Ar0.shape[0])
+        per_level = np.bincount(keys // Ar0.shape[0], minlength=m0)
     return int(np.sum(per_level * (per_level + 1) // 2))
