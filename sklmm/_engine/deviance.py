@@ -79,7 +79,7 @@ from scipy.linalg import lapack
 
 from . import smallblocks
 from .blocks import CrossProducts, form_blocks, nested_parent
-from .rest import _cholesky, make_rest
+from .rest import DenseRest, _cholesky, make_rest
 from .._model.terms import ReTerm, lower_triangle_colmajor
 
 _LOG_2PI = np.log(2.0 * np.pi)
@@ -123,6 +123,14 @@ def _solve_lower(L: np.ndarray, b: np.ndarray) -> np.ndarray:
     if L.shape[0] == 0:
         return np.array(b, dtype=np.float64)
     x, info = lapack.dtrtrs(L, b, lower=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"singular triangular factor (dtrtrs info {info})")
+    return x
+
+
+def _trsm_upper(L: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """x with L' x = b for a lower-triangular L and a matrix b (LAPACK dtrtrs)."""
+    x, info = lapack.dtrtrs(L, b, lower=1, trans=1)
     if info != 0:
         raise np.linalg.LinAlgError(f"singular triangular factor (dtrtrs info {info})")
     return x
@@ -224,6 +232,12 @@ class ProfiledDeviance:
         self.rest = make_rest(terms[1:], blocks.Ar0, blocks.Arr, blocks.AXr, nested_parent(blocks.parent_range), self.m0, self.p0)
         self.q_rest = self.rest.q
         self.rest_layout = self.rest.layout
+        # Every term a scalar (p_t = 1) and the rest dense (crossed factors): the
+        # gradient's general algebra fused into one pass (_scalar_terms_gradient).
+        self._scalar_dense = isinstance(self.rest, DenseRest) and all(term.n_columns == 1 for term in terms)
+        if self._scalar_dense:
+            # rest column -> its term (1-based over all terms), to spread lambda's diagonal
+            self._rest_term = np.repeat(np.arange(1, len(terms)), [term.n_levels for term in terms[1:]])
 
     # -- theta -> Lambda ------------------------------------------------------
 
@@ -471,6 +485,8 @@ class ProfiledDeviance:
             return value, np.zeros(0)
         if not self.q_rest:
             return value, self._one_term_gradient(theta, fac, value, pwrss)
+        if self._scalar_dense and min(lam[0, 0] for lam in fac.lams) >= _SINGULAR_LAMBDA:
+            return value, self._scalar_terms_gradient(fac, pwrss)
 
         grad = np.empty_like(theta)
         beta, u = self._beta_u(fac)
@@ -532,6 +548,60 @@ class ProfiledDeviance:
         dlogdet = 2.0 * _solve_lower_transposed(lam, (m0 * np.eye(p0) - inv_sum).T)
         rows, cols = lower_triangle_colmajor(p0)
         return dlogdet[rows, cols] + scale * dpwrss[rows, cols] / pwrss
+
+    def _scalar_terms_gradient(self, fac: Factorization, pwrss: float) -> np.ndarray:
+        """The gradient when every term is scalar and the rest is dense: the general formulas, fused.
+
+        Same algebra as the general path (``_beta_u``, ``_pwrss_derivatives``,
+        ``_inverse_block_sums``) with Lambda diagonal: lambda_t is the scalar
+        theta_t, Lambda_r the vector ``d`` over the rest columns, and the
+        first term's blocks are the (m0,) vectors L00, M0.  Requires every
+        theta_t >= _SINGULAR_LAMBDA (the caller falls back otherwise).
+        """
+        p, m0, n_terms = self.p, self.m0, len(self.terms)
+        rest, cross = self.rest, self.rest.cross
+        thetas = np.array([lam[0, 0] for lam in fac.lams])
+        d = thetas[self._rest_term]
+        Ld, M0, Lrr = fac.L00.reshape(m0), fac.M0.reshape(m0), fac.Lrr
+        LX0, LXr, LXX = fac.LX0, fac.LXr, fac.LXX
+        AX0 = self.AX0.reshape(p + 1, m0)
+        # beta, then u from L_zz' u = l_yz' - L_Xz' beta; with the REML part, the
+        # rows L_Xz (for P = L_XX^-1 L_Xz L_zz^-1) are solved in the same calls.
+        beta = _solve_lower_transposed(LXX[:p, :p], LXX[p, :p])
+        reml_rows = self.reml and p > 0
+        rhs0 = LX0[p] - beta @ LX0[:p]
+        rhsr = LXr[p] - beta @ LXr[:p]
+        if reml_rows:
+            rhs0 = np.vstack([rhs0, LX0[:p]])
+            rhsr = np.vstack([rhsr, LXr[:p]])
+        else:
+            rhs0, rhsr = rhs0[None, :], rhsr[None, :]
+        vr = _trsm_upper(Lrr, rhsr.T)  # (q_r, k): L_rr'^-1
+        v0 = (rhs0 - M0 * cross.apply_T(d[:, None] * vr).T) / Ld  # (k, m0)
+        u0, ur = v0[0], vr[:, 0]
+        # Z'W r at u: R = A_zy - A_zX beta - A_zz Lambda u
+        b0, br = thetas[0] * u0, d * ur
+        R0 = AX0[p] - beta @ AX0[:p] - self.A00.reshape(m0) * b0 - cross.apply_T(br[:, None])[:, 0]
+        Rr = rest.AXr[p] - beta @ rest.AXr[:p] - cross.apply(b0[:, None])[:, 0] - rest.Arr @ br
+        dpwrss = np.empty(n_terms)
+        dpwrss[0] = -2.0 * (R0 @ u0)
+        dpwrss[1:] = -2.0 * np.bincount(self._rest_term - 1, weights=Rr * ur, minlength=n_terms - 1)
+        # Diagonal of M^-1 (first term: J + J^2 theta0^2 T_l), per-term sums.
+        Minv_r, T = rest.inverse_blocks(Lrr, fac.lams[1:])
+        J = 1.0 / (Ld * Ld)
+        g0 = J + (J * thetas[0]) ** 2 * T.reshape(m0)
+        gr = np.concatenate([block.reshape(-1) for block in Minv_r])
+        if reml_rows:
+            P0 = _solve_lower(LXX[:p, :p], v0[1:])
+            Pr = _solve_lower(LXX[:p, :p], vr[:, 1:].T)
+            g0 = g0 + np.einsum("kl,kl->l", P0, P0)
+            gr = gr + np.einsum("kl,kl->l", Pr, Pr)
+        sums = np.empty(n_terms)
+        sums[0] = g0.sum()
+        sums[1:] = np.bincount(self._rest_term - 1, weights=gr, minlength=n_terms - 1)
+        levels = np.array([term.n_levels for term in self.terms], dtype=np.float64)
+        scale = (self.n - p) if self.reml else self.n
+        return 2.0 * (levels - sums) / thetas + scale * dpwrss / pwrss
 
     def _pwrss_derivatives(self, fac: Factorization, beta: np.ndarray, u: list[np.ndarray]) -> list[np.ndarray]:
         """d pwrss / d lambda_t as p_t x p_t matrices: -2 R_t' U_t with R = Z'W r."""

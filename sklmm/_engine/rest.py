@@ -114,15 +114,15 @@ class DenseRest:
         self.Arr = Arr  # Z_r' W Z_r
         self.AXr = AXr  # [X y]' W Z_r, (p + 1, q_r)
         self.cross = cross  # Z_r' W Z_0
+        # every rest term scalar: each rest column's term, to spread Lambda_r's diagonal
+        scalar = all(p == 1 for _, _, p in layout)
+        self._column_term = np.repeat(np.arange(len(layout)), [m for _, m, _ in layout]) if scalar else None
 
     def _scalar_diagonal(self, lams):
         """Lambda_r's diagonal when every rest term is scalar (Lambda_r diagonal), else None."""
-        if len(self.layout) == 1:
-            m, p = self.layout[0][1:]
-            return np.full(m, lams[0][0, 0]) if p == 1 else None
-        if any(p != 1 for _, _, p in self.layout):
+        if self._column_term is None:
             return None
-        return np.repeat(np.array([lam[0, 0] for lam in lams]), [m for _, m, _ in self.layout])
+        return np.array([lam[0, 0] for lam in lams])[self._column_term]
 
     def lam(self, lams, V: np.ndarray, transpose: bool = False) -> np.ndarray:
         """Lambda_r V (or Lambda_r' V) for V with q_r rows."""
@@ -143,7 +143,7 @@ class DenseRest:
             B *= d[None, :]
         else:
             B = self.lam(lams, self.lam(lams, B, transpose=True).T, transpose=True)
-        B[np.diag_indices_from(B)] += 1.0
+        B.flat[:: self.q + 1] += 1.0
         Lrr = _cholesky(B)
         C = self.lam(lams, self.AXr.T - self.cross.apply(W0AX0), transpose=True)
         LXr = _trsm(Lrr, C, trans=0).T
@@ -185,7 +185,16 @@ class DenseRest:
             diagonal = np.diag(Minv)
             blocks = [diagonal[offset : offset + m].reshape(m, 1, 1) for offset, m, _ in self.layout]
             return blocks, T
-        Minv = np.tril(Minv) + np.tril(Minv, -1).T
+        diagonal = np.diag(Minv).copy()
+        Minv = np.tril(Minv)
+        Minv += Minv.T
+        Minv.flat[:: self.q + 1] = diagonal
+        d = self._scalar_diagonal(lams)
+        if d is not None:
+            blocks = [diagonal[offset : offset + m].reshape(m, 1, 1) for offset, m, _ in self.layout]
+            Minv *= d[:, None]
+            Minv *= d[None, :]
+            return blocks, self.cross.quad(Minv)
         blocks = []
         for offset, m, p in self.layout:
             block = Minv[offset : offset + m * p, offset : offset + m * p]
