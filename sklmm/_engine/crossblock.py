@@ -123,6 +123,10 @@ class PairCross:
         self.pair_weight = np.where(self.pair_i == self.pair_j, 1.0, 2.0)
         self.n_incidences = len(first)
 
+    def pair_values(self, W0: np.ndarray) -> np.ndarray:
+        """The Gram product at the pairs: ``gram(W0)[pair_i, pair_j]``."""
+        return self.S @ W0.ravel()
+
     def gram(self, W0: np.ndarray) -> np.ndarray:
         values = self.S @ W0.ravel()
         G = np.zeros((self.q_rest, self.q_rest))

@@ -136,18 +136,35 @@ class DenseRest:
 
     def factor(self, lams, W0: np.ndarray, W0AX0: np.ndarray):
         """L_rr and L_Xr (see _deviance's docstring); L_rr is a dense Fortran-ordered array."""
-        B = self.Arr - self.cross.gram(W0)
         d = self._scalar_diagonal(lams)
-        if d is not None:  # Lambda_r diagonal: scale rows and columns in place
+        if d is not None and hasattr(self.cross, "pair_values"):
+            B = self._scaled_pair_block(d, W0)
+        elif d is not None:  # Lambda_r diagonal: scale rows and columns in place
+            B = self.Arr - self.cross.gram(W0)
             B *= d[:, None]
             B *= d[None, :]
         else:
+            B = self.Arr - self.cross.gram(W0)
             B = self.lam(lams, self.lam(lams, B, transpose=True).T, transpose=True)
         B.flat[:: self.q + 1] += 1.0
         Lrr = _cholesky(B)
         C = self.lam(lams, self.AXr.T - self.cross.apply(W0AX0), transpose=True)
         LXr = _trsm(Lrr, C, trans=0).T
         return Lrr, LXr
+
+    def _scaled_pair_block(self, d: np.ndarray, W0: np.ndarray) -> np.ndarray:
+        """D (A_rr - A_r0 W0 A_0r) D for a diagonal Lambda_r = D and a pair-structured A_r0.
+
+        Only the triangle that :func:`_cholesky` reads (the upper one of a
+        C-ordered array, the lower one of its Fortran transpose) gets the Gram
+        correction, which is nonzero at the pairs alone: no q_r x q_r Gram
+        matrix is formed.
+        """
+        B = np.multiply(self.Arr, d[:, None])
+        B *= d[None, :]
+        i, j = self.cross.pair_i, self.cross.pair_j  # i >= j
+        B[j, i] -= self.cross.pair_values(W0) * (d[i] * d[j])
+        return B
 
     def log_diagonal_sum(self, Lrr) -> float:
         return float(np.sum(np.log(np.diag(Lrr))))
