@@ -79,7 +79,7 @@ from scipy.linalg import lapack
 
 from . import smallblocks
 from .blocks import CrossProducts, form_blocks, nested_parent
-from .rest import DenseRest, _cholesky, make_rest
+from .rest import _cholesky, make_rest
 from .._model.terms import ReTerm, lower_triangle_colmajor
 
 _LOG_2PI = np.log(2.0 * np.pi)
@@ -123,14 +123,6 @@ def _solve_lower(L: np.ndarray, b: np.ndarray) -> np.ndarray:
     if L.shape[0] == 0:
         return np.array(b, dtype=np.float64)
     x, info = lapack.dtrtrs(L, b, lower=1)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"singular triangular factor (dtrtrs info {info})")
-    return x
-
-
-def _trsm_upper(L: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """x with L' x = b for a lower-triangular L and a matrix b (LAPACK dtrtrs)."""
-    x, info = lapack.dtrtrs(L, b, lower=1, trans=1)
     if info != 0:
         raise np.linalg.LinAlgError(f"singular triangular factor (dtrtrs info {info})")
     return x
@@ -232,9 +224,9 @@ class ProfiledDeviance:
         self.rest = make_rest(terms[1:], blocks.Ar0, blocks.Arr, blocks.AXr, nested_parent(blocks.parent_range), self.m0, self.p0)
         self.q_rest = self.rest.q
         self.rest_layout = self.rest.layout
-        # Every term a scalar (p_t = 1) and the rest dense (crossed factors): the
+        # Every term a scalar (p_t = 1; crossed or nested intercepts): the
         # gradient's general algebra fused into one pass (_scalar_terms_gradient).
-        self._scalar_dense = isinstance(self.rest, DenseRest) and all(term.n_columns == 1 for term in terms)
+        self._scalar_dense = all(term.n_columns == 1 for term in terms)
         if self._scalar_dense:
             # rest column -> its term (1-based over all terms), to spread lambda's diagonal
             self._rest_term = np.repeat(np.arange(1, len(terms)), [term.n_levels for term in terms[1:]])
@@ -550,7 +542,7 @@ class ProfiledDeviance:
         return dlogdet[rows, cols] + scale * dpwrss[rows, cols] / pwrss
 
     def _scalar_terms_gradient(self, fac: Factorization, pwrss: float) -> np.ndarray:
-        """The gradient when every term is scalar and the rest is dense: the general formulas, fused.
+        """The gradient when every term is scalar: the general formulas, fused.
 
         Same algebra as the general path (``_beta_u``, ``_pwrss_derivatives``,
         ``_inverse_block_sums``) with Lambda diagonal: lambda_t is the scalar
@@ -576,13 +568,13 @@ class ProfiledDeviance:
             rhsr = np.vstack([rhsr, LXr[:p]])
         else:
             rhs0, rhsr = rhs0[None, :], rhsr[None, :]
-        vr = _trsm_upper(Lrr, rhsr.T)  # (q_r, k): L_rr'^-1
+        vr = rest.solve_upper(Lrr, np.ascontiguousarray(rhsr.T))  # (q_r, k): L_rr'^-1
         v0 = (rhs0 - M0 * cross.apply_T(d[:, None] * vr).T) / Ld  # (k, m0)
         u0, ur = v0[0], vr[:, 0]
         # Z'W r at u: R = A_zy - A_zX beta - A_zz Lambda u
         b0, br = thetas[0] * u0, d * ur
         R0 = AX0[p] - beta @ AX0[:p] - self.A00.reshape(m0) * b0 - cross.apply_T(br[:, None])[:, 0]
-        Rr = rest.AXr[p] - beta @ rest.AXr[:p] - cross.apply(b0[:, None])[:, 0] - rest.Arr @ br
+        Rr = rest.AXr[p] - beta @ rest.AXr[:p] - cross.apply(b0[:, None])[:, 0] - rest.times_A(br)
         dpwrss = np.empty(n_terms)
         dpwrss[0] = -2.0 * (R0 @ u0)
         dpwrss[1:] = -2.0 * np.bincount(self._rest_term - 1, weights=Rr * ur, minlength=n_terms - 1)
