@@ -122,6 +122,8 @@ def term_transpose_matrix(term: ReTerm) -> sp.csc_matrix:
     return sp.csc_matrix((z.ravel(), indices, indptr), shape=(term.q, n))
 
 
+#: A_X0 by bincounts (one per column of [X y] and term column) up to this many of them.
+_BINCOUNT_MAX = 12
 #: Form the rest terms' blocks with dense Z when n x (q0 + q_rest) is at most this.
 _DENSE_PRODUCTS_MAX = 200_000
 
@@ -165,14 +167,21 @@ def form_blocks(terms: list[ReTerm], XY: np.ndarray, weights: np.ndarray | None)
 
     first, rest = terms[0], terms[1:]
     m0, p0 = first.n_levels, first.n_columns
-    Zt0 = term_transpose_matrix(first)
     z0 = first.z_values()
     wz0 = z0 if weights is None else z0 * weights[:, None]
     A00 = np.empty((m0, p0, p0))
     for c in range(p0):
         for d in range(c + 1):
             A00[:, c, d] = A00[:, d, c] = np.bincount(first.refs, weights=wz0[:, c] * z0[:, d], minlength=m0)
-    AX0 = np.asarray((Zt0 @ WXY).T).reshape(p + 1, m0, p0)
+    if (p + 1) * p0 <= _BINCOUNT_MAX:
+        # A_X0 = [X y]' W Z_0: one bincount per (column of [X y], term column);
+        # for a few columns, cheaper than forming the sparse Z_0'.
+        AX0 = np.empty((p + 1, m0, p0))
+        for c in range(p0):
+            for k in range(p + 1):
+                AX0[k, :, c] = np.bincount(first.refs, weights=wz0[:, c] * XY[:, k], minlength=m0)
+    else:
+        AX0 = np.asarray((term_transpose_matrix(first) @ WXY).T).reshape(p + 1, m0, p0)
     blocks = CrossProducts(n, sum_log_weights, AXX, A00, AX0)
     if not rest:
         return blocks
@@ -189,6 +198,7 @@ def form_blocks(terms: list[ReTerm], XY: np.ndarray, weights: np.ndarray | None)
         blocks.AXr = WXY.T @ Zr
     else:
         Zt_rest = sp.vstack([term_transpose_matrix(t) for t in rest], format="csr")
+        Zt0 = term_transpose_matrix(first)
         Zt0W = Zt0 if weights is None else Zt0 @ sp.diags(weights)
         Zt_rest_w = Zt_rest if weights is None else Zt_rest @ sp.diags(weights)
         blocks.Ar0 = (Zt_rest @ Zt0W.T).tocsr()

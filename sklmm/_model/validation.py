@@ -42,7 +42,8 @@ def as_groups_frame(groups, n_samples: int, argument: str = "groups") -> pd.Data
         # pandas >= 3 (copy-on-write): a shallow copy, new axes over the caller's
         # columns, already keeps the caller's data apart from any later edit.
         frame = groups.copy(deep=_PANDAS_MAJOR < 3)
-        frame.columns = [str(c) for c in frame.columns]
+        if not all(isinstance(c, str) for c in frame.columns):
+            frame.columns = [str(c) for c in frame.columns]
     elif isinstance(groups, pd.Series):
         name = "group" if groups.name is None else str(groups.name)
         frame = pd.DataFrame({name: groups.to_numpy()})
@@ -64,7 +65,9 @@ def as_groups_frame(groups, n_samples: int, argument: str = "groups") -> pd.Data
         raise ValueError(f"{argument} has {len(frame)} rows but X has {n_samples}; they must match row for row")
     if len(set(frame.columns)) != frame.shape[1]:
         raise ValueError(f"{argument} has repeated column names: {list(frame.columns)}")
-    frame.index = pd.RangeIndex(n_samples)
+    index = frame.index
+    if not (isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1):
+        frame.index = pd.RangeIndex(n_samples)
     for name in frame.columns:
         column = frame[name]
         try:
