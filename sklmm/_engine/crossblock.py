@@ -175,6 +175,8 @@ def make_cross(Ar0: sp.spmatrix, m0: int, p0: int):
     if q_rest * q0 <= DENSE_MAX_ENTRIES:
         # Dense Gram costs q_r^2 q0 multiply-adds in BLAS; pairs cost their
         # incidences in sparse code, roughly 20x slower per operation.
+        if q_rest * q_rest * q0 <= 1_000_000:  # dense whatever the incidences
+            return DenseCross(Ar0, m0, p0)
         incidences = _pair_incidences(Ar0, m0, p0)
         if q_rest * q_rest * q0 <= 20 * incidences * p0 * p0 + 1_000_000:
             return DenseCross(Ar0, m0, p0)

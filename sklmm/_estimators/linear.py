@@ -49,17 +49,20 @@ def _clean_float_inputs(X, y, min_features: int):
     The arrays are what ``validate_data`` would return: X's values (a view
     where pandas holds them in one block), y as given when it is float64.
     """
-    if not isinstance(X, pd.DataFrame) or len(X) < 2 or X.shape[1] < min_features:
+    if isinstance(X, np.ndarray):  # e.g. an intercept-only model's (n, 0) array
+        if X.ndim != 2 or X.dtype != np.float64 or len(X) < 2 or X.shape[1] < min_features:
+            return None
+    elif not isinstance(X, pd.DataFrame) or len(X) < 2 or X.shape[1] < min_features:
         return None
-    if not X.columns.is_unique or not all(isinstance(c, str) for c in X.columns):
+    elif not X.columns.is_unique or not all(isinstance(c, str) for c in X.columns):
         return None
-    if not all(dtype == np.float64 for dtype in X.dtypes):
+    elif not all(dtype == np.float64 for dtype in X.dtypes):
         return None
     if isinstance(y, pd.Series):
         y = y.to_numpy()
     if not isinstance(y, np.ndarray) or y.ndim != 1 or y.dtype != np.float64 or len(y) != len(X):
         return None
-    values = X.to_numpy(dtype=np.float64)
+    values = X if isinstance(X, np.ndarray) else X.to_numpy(dtype=np.float64)
     if not (np.isfinite(values).all() and np.isfinite(y).all()):
         return None
     return values, y
@@ -262,9 +265,12 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         X_in, y_in = X, y
         clean = _clean_float_inputs(X, y, min_features=0 if groups is not None else 1)
         if clean is not None:  # what validate_data returns and sets, without its generic checks
-            X, y = clean
             self.n_features_in_ = X.shape[1]
-            self.feature_names_in_ = np.asarray(columns_in, dtype=object)
+            if isinstance(X, pd.DataFrame):
+                self.feature_names_in_ = np.asarray(columns_in, dtype=object)
+            else:  # as validate_data: an array has no feature names
+                self.__dict__.pop("feature_names_in_", None)
+            X, y = clean
         else:  # anything else, including every input it refuses: scikit-learn's own checks and messages
             X, y = validate_data(
                 self, X, y, dtype=np.float64, y_numeric=True, ensure_min_samples=2,
