@@ -286,6 +286,46 @@ class ProfiledDeviance:
         bounds = self.lower_bounds()
         return np.where(bounds == 0.0, 1.0, 0.0)
 
+    def moment_theta(self) -> np.ndarray | None:
+        """A second starting value from one-way analyses of variance, for scalar terms; else None.
+
+        For each term on its own, the between-level mean square of the
+        least-squares residuals against the within-level one (the ANOVA
+        estimator of a one-way random intercept, in A-space: level counts and
+        residual sums are rows of A), then theta_t = sqrt(sigma_t^2 /
+        sigma^2) with sigma^2 what the terms leave of the residual variance.
+        Each estimate ignores the other terms, so it is a guess: the
+        optimiser starts from it only where its objective beats lme4's start
+        (see :func:`sklmm._engine.fit.optimize`).  None unless the model has
+        two or more terms, all scalar.
+        """
+        if len(self.terms) < 2 or not self._scalar_dense:
+            return None
+        p, n = self.p, self.n
+        try:
+            factor = np.linalg.cholesky(self.AXX)
+        except np.linalg.LinAlgError:
+            return None
+        rss = factor[p, p] ** 2
+        beta = _solve_lower_transposed(factor[:p, :p], factor[p, :p])
+        counts = [self.A00.reshape(-1)]
+        sums = [self.AX0[p].reshape(-1) - beta @ self.AX0[:p].reshape(p, -1)]
+        rest_counts = np.diag(self.rest.Arr) if hasattr(self.rest, "Arr") else self.rest.A.reshape(-1)
+        rest_sums = self.rest.AXr[p] - beta @ self.rest.AXr[:p]
+        for offset, m, _ in self.rest_layout:
+            counts.append(rest_counts[offset : offset + m])
+            sums.append(rest_sums[offset : offset + m])
+        variances = np.empty(len(counts))
+        for t, (count, total) in enumerate(zip(counts, sums)):
+            m = len(count)
+            between = float(np.sum(total * total / count))
+            within = (rss - between) / max(n - m, 1)
+            n_per_level = (n - float(np.sum(count * count)) / n) / (m - 1)
+            variances[t] = max(between / (m - 1) - within, 0.0) / n_per_level if n_per_level > 0 else 0.0
+        residual = max(rss / n - variances.sum(), 1e-3 * rss / n)
+        theta = np.sqrt(np.maximum(variances / residual, 1e-4))
+        return theta if np.all(np.isfinite(theta)) else None
+
     # -- the blocked Cholesky factor -------------------------------------------
 
     def factorize(self, theta: np.ndarray) -> Factorization:
