@@ -378,6 +378,19 @@ class ProfiledDeviance:
             S -= LXr @ LXr.T
         return Factorization(theta, lams, L00, M0, LX0, Lrr, LXr, _cholesky(S), L00inv)
 
+    def last_factorization(self, theta: np.ndarray) -> Factorization:
+        """The factor at theta: the one the last :meth:`objective_and_gradient` made when it
+        was at this theta, else a new one.
+
+        Only for a caller that has not changed the problem's blocks since
+        (the fit right after its optimiser); code that edits the blocks in
+        place (PIRLS, batched refits) calls :meth:`factorize`.
+        """
+        fac = getattr(self, "_last_factorization", None)
+        if fac is not None and np.array_equal(fac.theta, theta):
+            return fac
+        return self.factorize(theta)
+
     # -- the objective -----------------------------------------------------------
 
     def log_determinants(self, fac: Factorization) -> tuple[float, float, float]:
@@ -509,6 +522,9 @@ class ProfiledDeviance:
             fac = self.factorize(theta)
         except np.linalg.LinAlgError:
             return np.inf, np.zeros_like(theta)
+        # The optimiser's last point is most often its optimum: the fit reads
+        # the factor from here instead of factoring again (see last_factorization).
+        self._last_factorization = fac
         ldL2, ldRX2, pwrss = self.log_determinants(fac)
         value = self.criterion(ldL2, ldRX2, pwrss)
         if not np.isfinite(value):

@@ -339,7 +339,7 @@ def fit_prepared(prepared, *, reml: bool, max_evaluations: int) -> LmmFit:
             f"{prepared.scale_summary()}. Centre and rescale y and the columns of X (e.g. to "
             "mean 0 and standard deviation 1) and fit again."
         ) from None
-    factor = problem.factorize(result.theta)
+    factor = problem.last_factorization(result.theta)
     ldL2, ldRX2, pwrss = problem.log_determinants(factor)
     objective = problem.criterion(ldL2, ldRX2, pwrss)
     beta_kept, b = problem.solve(factor)

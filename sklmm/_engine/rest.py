@@ -163,7 +163,10 @@ class DenseRest:
         B = np.multiply(self.Arr, d[:, None])
         B *= d[None, :]
         i, j = self.cross.pair_i, self.cross.pair_j  # i >= j
-        B[j, i] -= self.cross.pair_values(W0) * (d[i] * d[j])
+        if getattr(self, "_pair_flat", None) is None:
+            self._pair_flat = j * self.q + i  # position of (j, i) in B, row-major
+        flat = B.reshape(-1)
+        flat[self._pair_flat] -= self.cross.pair_values(W0) * (d[i] * d[j])
         return B
 
     def log_diagonal_sum(self, Lrr) -> float:
