@@ -226,8 +226,8 @@ class ProfiledDeviance:
         self.rest_layout = self.rest.layout
         # Every term a scalar (p_t = 1; crossed or nested intercepts): the
         # gradient's general algebra fused into one pass (_scalar_terms_gradient).
-        self._scalar_dense = all(term.n_columns == 1 for term in terms)
-        if self._scalar_dense:
+        self._scalar_terms = all(term.n_columns == 1 for term in terms)
+        if self._scalar_terms:
             # rest column -> its term (1-based over all terms), to spread lambda's diagonal
             self._rest_term = np.repeat(np.arange(1, len(terms)), [term.n_levels for term in terms[1:]])
 
@@ -299,7 +299,7 @@ class ProfiledDeviance:
         (see :func:`sklmm._engine.fit.optimize`).  None unless the model has
         two or more terms, all scalar.
         """
-        if len(self.terms) < 2 or not self._scalar_dense:
+        if len(self.terms) < 2 or not self._scalar_terms:
             return None
         p, n = self.p, self.n
         try:
@@ -533,7 +533,7 @@ class ProfiledDeviance:
             return value, np.zeros(0)
         if not self.q_rest:
             return value, self._one_term_gradient(theta, fac, value, pwrss)
-        if self._scalar_dense and min(lam[0, 0] for lam in fac.lams) >= _SINGULAR_LAMBDA:
+        if self._scalar_terms and min(lam[0, 0] for lam in fac.lams) >= _SINGULAR_LAMBDA:
             return value, self._scalar_terms_gradient(fac, pwrss)
 
         grad = np.empty_like(theta)
