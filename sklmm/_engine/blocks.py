@@ -271,6 +271,24 @@ def term_transpose_matrix(term: ReTerm) -> sp.csc_matrix:
     return sp.csc_matrix((z.ravel(), indices, indptr), shape=(term.q, n))
 
 
+#: A_X0 by bincounts (one per column of [X y] and term column) up to this many of them.
+_BINCOUNT_MAX = 12
+#: Form the rest terms' blocks with dense Z when n x (q0 + q_rest) is at most this.
+_DENSE_PRODUCTS_MAX = 200_000
+
+
+def _dense_z(terms: list[ReTerm], n: int) -> np.ndarray:
+    """[Z_t for t in terms] as one dense (n, sum q_t) array."""
+    Z = np.zeros((n, sum(t.q for t in terms)))
+    rows = np.arange(n)[:, None]
+    offset = 0
+    for term in terms:
+        p = term.n_columns
+        Z[rows, offset + term.refs[:, None] * p + np.arange(p)] = term.z_values()
+        offset += term.q
+    return Z
+
+
 def form_blocks(terms: list[ReTerm], XY: np.ndarray, weights: np.ndarray | None, compact: bool = False) -> CrossProducts:
     """The cross products of some rows (the one pass over them).
 
@@ -304,24 +322,43 @@ def form_blocks(terms: list[ReTerm], XY: np.ndarray, weights: np.ndarray | None,
 
     first, rest = terms[0], terms[1:]
     m0, p0 = first.n_levels, first.n_columns
-    Zt0 = term_transpose_matrix(first)
     z0 = first.z_values()
     wz0 = z0 if weights is None else z0 * weights[:, None]
     A00 = np.empty((m0, p0, p0))
     for c in range(p0):
         for d in range(c + 1):
             A00[:, c, d] = A00[:, d, c] = np.bincount(first.refs, weights=wz0[:, c] * z0[:, d], minlength=m0)
-    AX0 = np.asarray((Zt0 @ WXY).T).reshape(p + 1, m0, p0)
+    if (p + 1) * p0 <= _BINCOUNT_MAX:
+        # A_X0 = [X y]' W Z_0: one bincount per (column of [X y], term column);
+        # for a few columns, cheaper than forming the sparse Z_0'.
+        AX0 = np.empty((p + 1, m0, p0))
+        for c in range(p0):
+            for k in range(p + 1):
+                AX0[k, :, c] = np.bincount(first.refs, weights=wz0[:, c] * XY[:, k], minlength=m0)
+    else:
+        AX0 = np.asarray((term_transpose_matrix(first) @ WXY).T).reshape(p + 1, m0, p0)
     blocks = CrossProducts(n, sum_log_weights, AXX, A00, AX0)
     if not rest:
         return blocks
 
-    Zt_rest = sp.vstack([term_transpose_matrix(t) for t in rest], format="csr")
-    Zt0W = Zt0 if weights is None else Zt0 @ sp.diags(weights)
-    Zt_rest_w = Zt_rest if weights is None else Zt_rest @ sp.diags(weights)
-    blocks.Ar0 = (Zt_rest @ Zt0W.T).tocsr()
-    blocks.Arr = (Zt_rest_w @ Zt_rest.T).tocsr()
-    blocks.AXr = np.asarray((Zt_rest @ WXY).T)
+    q_rest = sum(t.q for t in rest)
+    if n * (first.q + q_rest) <= _DENSE_PRODUCTS_MAX:
+        # Small models: dense Z blocks and three BLAS products cost less than
+        # scipy.sparse's per-call overhead (a third of a 144-row fit's setup).
+        Z0 = _dense_z([first], n)
+        Zr = _dense_z(rest, n)
+        WZr = Zr if weights is None else Zr * weights[:, None]
+        blocks.Ar0 = sp.csr_matrix(WZr.T @ Z0)
+        blocks.Arr = sp.csr_matrix(WZr.T @ Zr)
+        blocks.AXr = WXY.T @ Zr
+    else:
+        Zt_rest = sp.vstack([term_transpose_matrix(t) for t in rest], format="csr")
+        Zt0 = term_transpose_matrix(first)
+        Zt0W = Zt0 if weights is None else Zt0 @ sp.diags(weights)
+        Zt_rest_w = Zt_rest if weights is None else Zt_rest @ sp.diags(weights)
+        blocks.Ar0 = (Zt_rest @ Zt0W.T).tocsr()
+        blocks.Arr = (Zt_rest_w @ Zt_rest.T).tocsr()
+        blocks.AXr = np.asarray((Zt_rest @ WXY).T)
     if len(rest) == 1:
         low = np.full(m0, _NO_LEVEL, dtype=np.int64)
         high = np.full(m0, -1, dtype=np.int64)

@@ -89,29 +89,53 @@ class PairCross:
         second = starts[entry_level[first]] + offsets
         rows_i, rows_j = entry_row[first], entry_row[second]
         pair_key = rows_i.astype(np.int64) * self.q_rest + rows_j
-        pairs, pair_id = np.unique(pair_key, return_inverse=True)
+        pairs, pair_id = _distinct(pair_key, self.q_rest * self.q_rest)
         self.pair_i = (pairs // self.q_rest).astype(np.intp)
         self.pair_j = (pairs % self.q_rest).astype(np.intp)
         # S[(i, j), (l, c, d)] = (a_il[c] a_jl[d] + a_jl[c] a_il[d]) / 2
         vi, vj = values[first], values[second]
-        prod = 0.5 * (vi[:, :, None] * vj[:, None, :] + vj[:, :, None] * vi[:, None, :])
-        cols = (entry_level[first][:, None] * (p0 * p0) + np.arange(p0 * p0)[None, :]).ravel()
-        # S in CSR, its entries sorted by (pair, column) once here.
-        S_rows = np.repeat(pair_id, p0 * p0)
-        self._S_order = np.argsort(S_rows.astype(np.int64) * (m0 * p0 * p0) + cols, kind="stable")
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(S_rows, minlength=len(pairs)))])
-        self.S = sp.csr_matrix((prod.reshape(len(first), -1).ravel()[self._S_order], cols[self._S_order], indptr), shape=(len(pairs), m0 * p0 * p0))
-        self.ST = self.S.T.tocsr()
+        if p0 == 1:
+            prod = vi[:, 0] * vj[:, 0]
+        else:
+            prod = 0.5 * (vi[:, :, None] * vj[:, None, :] + vj[:, :, None] * vi[:, None, :])
+        # The incidences come level by level (entries are sorted by level), so
+        # S' is written in CSR form directly: row (l, c, d) holds level l's
+        # incidences, in their order; S is its transpose (CSC), no sorting.
+        n_first = len(first)
+        counts = np.bincount(entry_level[first], minlength=m0) if n_first else np.zeros(m0, dtype=np.int64)
+        if p0 == 1:
+            data, indices = prod, pair_id
+            indptr = np.concatenate([[0], np.cumsum(counts)])
+            self._ST_position = None
+        else:
+            # within level l, row (l, c, d) repeats the level's pair ids with the
+            # (c, d) products: incidence t of level l, product cd, goes to
+            # level_start[l] * k + cd * counts[l] + (t - level_start[l])
+            level_start = np.concatenate([[0], np.cumsum(counts)])
+            k = p0 * p0
+            lev = entry_level[first]
+            within = np.arange(n_first) - level_start[lev]
+            self._ST_position = (level_start[lev] * k + within)[:, None] + np.arange(k)[None, :] * counts[lev][:, None]
+            data = np.empty(n_first * k)
+            data[self._ST_position] = prod.reshape(n_first, k)
+            indices = np.empty(n_first * k, dtype=pair_id.dtype)
+            indices[self._ST_position] = pair_id[:, None]
+            indptr = np.concatenate([[0], np.cumsum(np.repeat(counts, k))])
+        self.ST = sp.csr_matrix((data, indices, indptr), shape=(m0 * p0 * p0, len(pairs)))
+        self.S = self.ST.T  # CSC
         # How the arrays above follow from A_r0's entries (see reweighted):
-        # each entry's slot among the values, the pairs, and the transposes' orders.
+        # each entry's slot among the values, the pairs, and A's transpose order.
         self._value_slot = inverse * p0 + column  # in A's CSR order (tocoo keeps it)
         self._first, self._second = first, second
         self._n_entries = len(entries)
         self._AT_order = _transpose_order(self.A)
-        self._ST_order = _transpose_order(self.S)
         # Off-diagonal pairs count twice in symmetric sums.
         self.pair_weight = np.where(self.pair_i == self.pair_j, 1.0, 2.0)
         self.n_incidences = len(first)
+
+    def pair_values(self, W0: np.ndarray) -> np.ndarray:
+        """The Gram product at the pairs: ``gram(W0)[pair_i, pair_j]``."""
+        return self.S @ W0.ravel()
 
     def reweighted(self, data: np.ndarray) -> PairCross:
         """The same structure for A_r0 with new entries ``data`` (in ``A.data``'s order).
@@ -128,10 +152,14 @@ class PairCross:
         values[self._value_slot] = data
         values = values.reshape(-1, p0)
         vi, vj = values[self._first], values[self._second]
-        prod = 0.5 * (vi[:, :, None] * vj[:, None, :] + vj[:, :, None] * vi[:, None, :])
-        S_data = prod.ravel()[self._S_order]
-        new.S = _with_data(self.S, S_data)
-        new.ST = _with_data(self.ST, S_data[self._ST_order])
+        if p0 == 1:
+            ST_data = vi[:, 0] * vj[:, 0]
+        else:
+            prod = 0.5 * (vi[:, :, None] * vj[:, None, :] + vj[:, :, None] * vi[:, None, :])
+            ST_data = np.empty(prod.size)
+            ST_data[self._ST_position] = prod.reshape(len(vi), -1)
+        new.ST = _with_data(self.ST, ST_data)
+        new.S = new.ST.T  # CSC view
         return new
 
     def gram(self, W0: np.ndarray) -> np.ndarray:
@@ -155,6 +183,27 @@ class PairCross:
         return np.asarray(self.ST @ (self.pair_weight * values)).reshape(self.m0, self.p0, self.p0)
 
 
+#: Distinct pair keys are found with a lookup table of this many entries at most
+#: (4 bytes each), else by sorting.
+_TABLE_MAX = 16_000_000
+
+
+def _distinct(keys: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(keys, return_inverse=True)`` for integer keys in ``[0, bound)``.
+
+    With a modest bound, a lookup table (one pass, no sort: InstEval's 1.8
+    million pair incidences in 10 ms instead of 200 ms); else sorting.
+    """
+    if bound > _TABLE_MAX:
+        return np.unique(keys, return_inverse=True)
+    seen = np.zeros(bound, dtype=bool)
+    seen[keys] = True
+    distinct = np.flatnonzero(seen)
+    table = np.empty(bound, dtype=np.int32 if len(distinct) < 2**31 else np.int64)
+    table[distinct] = np.arange(len(distinct), dtype=table.dtype)
+    return distinct, table[keys].astype(np.intp)
+
+
 def _with_data(M: sp.csr_matrix, data: np.ndarray) -> sp.csr_matrix:
     """M's pattern (shared, not copied) with new values, without scipy's format checks."""
     new = copy.copy(M)
@@ -174,6 +223,8 @@ def make_cross(Ar0: sp.spmatrix, m0: int, p0: int):
     if q_rest * q0 <= DENSE_MAX_ENTRIES:
         # Dense Gram costs q_r^2 q0 multiply-adds in BLAS; pairs cost their
         # incidences in sparse code, roughly 20x slower per operation.
+        if q_rest * q_rest * q0 <= 1_000_000:  # dense whatever the incidences
+            return DenseCross(Ar0, m0, p0)
         incidences = _pair_incidences(Ar0, m0, p0)
         if q_rest * q_rest * q0 <= 20 * incidences * p0 * p0 + 1_000_000:
             return DenseCross(Ar0, m0, p0)
@@ -183,6 +234,11 @@ def make_cross(Ar0: sp.spmatrix, m0: int, p0: int):
 def _pair_incidences(Ar0: sp.spmatrix, m0: int, p0: int) -> int:
     """sum over first-term levels of k_l (k_l + 1) / 2, k_l = rest rows the level touches."""
     coo = sp.coo_matrix(Ar0)
-    level = coo.col // p0
-    per_level = np.bincount(np.unique(level.astype(np.int64) * Ar0.shape[0] + coo.row) // Ar0.shape[0], minlength=m0)
+    coo.sum_duplicates()  # one entry per (row, column)
+    if p0 == 1:
+        per_level = np.bincount(coo.col, minlength=m0)
+    else:
+        level = coo.col // p0
+        keys, _ = _distinct(level.astype(np.int64) * Ar0.shape[0] + coo.row, m0 * Ar0.shape[0])
+        per_level = np.bincount(keys // Ar0.shape[0], minlength=m0)
     return int(np.sum(per_level * (per_level + 1) // 2))

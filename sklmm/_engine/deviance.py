@@ -231,6 +231,12 @@ class ProfiledDeviance:
         self.rest = rest
         self.q_rest = self.rest.q
         self.rest_layout = self.rest.layout
+        # Every term a scalar (p_t = 1; crossed or nested intercepts): the
+        # gradient's general algebra fused into one pass (_scalar_terms_gradient).
+        self._scalar_terms = all(term.n_columns == 1 for term in terms)
+        if self._scalar_terms:
+            # rest column -> its term (1-based over all terms), to spread lambda's diagonal
+            self._rest_term = np.repeat(np.arange(1, len(terms)), [term.n_levels for term in terms[1:]])
 
     # -- theta -> Lambda ------------------------------------------------------
 
@@ -287,6 +293,46 @@ class ProfiledDeviance:
         bounds = self.lower_bounds()
         return np.where(bounds == 0.0, 1.0, 0.0)
 
+    def moment_theta(self) -> np.ndarray | None:
+        """A second starting value from one-way analyses of variance, for scalar terms; else None.
+
+        For each term on its own, the between-level mean square of the
+        least-squares residuals against the within-level one (the ANOVA
+        estimator of a one-way random intercept, in A-space: level counts and
+        residual sums are rows of A), then theta_t = sqrt(sigma_t^2 /
+        sigma^2) with sigma^2 what the terms leave of the residual variance.
+        Each estimate ignores the other terms, so it is a guess: the
+        optimiser starts from it only where its objective beats lme4's start
+        (see :func:`sklmm._engine.fit.optimize`).  None unless the model has
+        two or more terms, all scalar.
+        """
+        if len(self.terms) < 2 or not self._scalar_terms:
+            return None
+        p, n = self.p, self.n
+        try:
+            factor = np.linalg.cholesky(self.AXX)
+        except np.linalg.LinAlgError:
+            return None
+        rss = factor[p, p] ** 2
+        beta = _solve_lower_transposed(factor[:p, :p], factor[p, :p])
+        counts = [self.A00.reshape(-1)]
+        sums = [self.AX0[p].reshape(-1) - beta @ self.AX0[:p].reshape(p, -1)]
+        rest_counts = np.diag(self.rest.Arr) if hasattr(self.rest, "Arr") else self.rest.A.reshape(-1)
+        rest_sums = self.rest.AXr[p] - beta @ self.rest.AXr[:p]
+        for offset, m, _ in self.rest_layout:
+            counts.append(rest_counts[offset : offset + m])
+            sums.append(rest_sums[offset : offset + m])
+        variances = np.empty(len(counts))
+        for t, (count, total) in enumerate(zip(counts, sums)):
+            m = len(count)
+            between = float(np.sum(total * total / count))
+            within = (rss - between) / max(n - m, 1)
+            n_per_level = (n - float(np.sum(count * count)) / n) / (m - 1)
+            variances[t] = max(between / (m - 1) - within, 0.0) / n_per_level if n_per_level > 0 else 0.0
+        residual = max(rss / n - variances.sum(), 1e-3 * rss / n)
+        theta = np.sqrt(np.maximum(variances / residual, 1e-4))
+        return theta if np.all(np.isfinite(theta)) else None
+
     # -- the blocked Cholesky factor -------------------------------------------
 
     def factorize(self, theta: np.ndarray) -> Factorization:
@@ -338,6 +384,19 @@ class ProfiledDeviance:
             Lrr, LXr = self.rest.factor(lams[1:], W0, W0AX0)
             S -= LXr @ LXr.T
         return Factorization(theta, lams, L00, M0, LX0, Lrr, LXr, _cholesky(S), L00inv)
+
+    def last_factorization(self, theta: np.ndarray) -> Factorization:
+        """The factor at theta: the one the last :meth:`objective_and_gradient` made when it
+        was at this theta, else a new one.
+
+        Only for a caller that has not changed the problem's blocks since
+        (the fit right after its optimiser); code that edits the blocks in
+        place (PIRLS, batched refits) calls :meth:`factorize`.
+        """
+        fac = getattr(self, "_last_factorization", None)
+        if fac is not None and np.array_equal(fac.theta, theta):
+            return fac
+        return self.factorize(theta)
 
     # -- the objective -----------------------------------------------------------
 
@@ -470,6 +529,9 @@ class ProfiledDeviance:
             fac = self.factorize(theta)
         except np.linalg.LinAlgError:
             return np.inf, np.zeros_like(theta)
+        # The optimiser's last point is most often its optimum: the fit reads
+        # the factor from here instead of factoring again (see last_factorization).
+        self._last_factorization = fac
         ldL2, ldRX2, pwrss = self.log_determinants(fac)
         value = self.criterion(ldL2, ldRX2, pwrss)
         if not np.isfinite(value):
@@ -478,6 +540,8 @@ class ProfiledDeviance:
             return value, np.zeros(0)
         if not self.q_rest:
             return value, self._one_term_gradient(theta, fac, value, pwrss)
+        if self._scalar_terms and min(lam[0, 0] for lam in fac.lams) >= _SINGULAR_LAMBDA:
+            return value, self._scalar_terms_gradient(fac, pwrss)
 
         grad = np.empty_like(theta)
         beta, u = self._beta_u(fac)
@@ -539,6 +603,60 @@ class ProfiledDeviance:
         dlogdet = 2.0 * _solve_lower_transposed(lam, (m0 * np.eye(p0) - inv_sum).T)
         rows, cols = lower_triangle_colmajor(p0)
         return dlogdet[rows, cols] + scale * dpwrss[rows, cols] / pwrss
+
+    def _scalar_terms_gradient(self, fac: Factorization, pwrss: float) -> np.ndarray:
+        """The gradient when every term is scalar: the general formulas, fused.
+
+        Same algebra as the general path (``_beta_u``, ``_pwrss_derivatives``,
+        ``_inverse_block_sums``) with Lambda diagonal: lambda_t is the scalar
+        theta_t, Lambda_r the vector ``d`` over the rest columns, and the
+        first term's blocks are the (m0,) vectors L00, M0.  Requires every
+        theta_t >= _SINGULAR_LAMBDA (the caller falls back otherwise).
+        """
+        p, m0, n_terms = self.p, self.m0, len(self.terms)
+        rest, cross = self.rest, self.rest.cross
+        thetas = np.array([lam[0, 0] for lam in fac.lams])
+        d = thetas[self._rest_term]
+        Ld, M0, Lrr = fac.L00.reshape(m0), fac.M0.reshape(m0), fac.Lrr
+        LX0, LXr, LXX = fac.LX0, fac.LXr, fac.LXX
+        AX0 = self.AX0.reshape(p + 1, m0)
+        # beta, then u from L_zz' u = l_yz' - L_Xz' beta; with the REML part, the
+        # rows L_Xz (for P = L_XX^-1 L_Xz L_zz^-1) are solved in the same calls.
+        beta = _solve_lower_transposed(LXX[:p, :p], LXX[p, :p])
+        reml_rows = self.reml and p > 0
+        rhs0 = LX0[p] - beta @ LX0[:p]
+        rhsr = LXr[p] - beta @ LXr[:p]
+        if reml_rows:
+            rhs0 = np.vstack([rhs0, LX0[:p]])
+            rhsr = np.vstack([rhsr, LXr[:p]])
+        else:
+            rhs0, rhsr = rhs0[None, :], rhsr[None, :]
+        vr = rest.solve_upper(Lrr, np.ascontiguousarray(rhsr.T))  # (q_r, k): L_rr'^-1
+        v0 = (rhs0 - M0 * cross.apply_T(d[:, None] * vr).T) / Ld  # (k, m0)
+        u0, ur = v0[0], vr[:, 0]
+        # Z'W r at u: R = A_zy - A_zX beta - A_zz Lambda u
+        b0, br = thetas[0] * u0, d * ur
+        R0 = AX0[p] - beta @ AX0[:p] - self.A00.reshape(m0) * b0 - cross.apply_T(br[:, None])[:, 0]
+        Rr = rest.AXr[p] - beta @ rest.AXr[:p] - cross.apply(b0[:, None])[:, 0] - rest.times_A(br)
+        dpwrss = np.empty(n_terms)
+        dpwrss[0] = -2.0 * (R0 @ u0)
+        dpwrss[1:] = -2.0 * np.bincount(self._rest_term - 1, weights=Rr * ur, minlength=n_terms - 1)
+        # Diagonal of M^-1 (first term: J + J^2 theta0^2 T_l), per-term sums.
+        Minv_r, T = rest.inverse_blocks(Lrr, fac.lams[1:])
+        J = 1.0 / (Ld * Ld)
+        g0 = J + (J * thetas[0]) ** 2 * T.reshape(m0)
+        gr = np.concatenate([block.reshape(-1) for block in Minv_r])
+        if reml_rows:
+            P0 = _solve_lower(LXX[:p, :p], v0[1:])
+            Pr = _solve_lower(LXX[:p, :p], vr[:, 1:].T)
+            g0 = g0 + np.einsum("kl,kl->l", P0, P0)
+            gr = gr + np.einsum("kl,kl->l", Pr, Pr)
+        sums = np.empty(n_terms)
+        sums[0] = g0.sum()
+        sums[1:] = np.bincount(self._rest_term - 1, weights=gr, minlength=n_terms - 1)
+        levels = np.array([term.n_levels for term in self.terms], dtype=np.float64)
+        scale = (self.n - p) if self.reml else self.n
+        return 2.0 * (levels - sums) / thetas + scale * dpwrss / pwrss
 
     def _pwrss_derivatives(self, fac: Factorization, beta: np.ndarray, u: list[np.ndarray]) -> list[np.ndarray]:
         """d pwrss / d lambda_t as p_t x p_t matrices: -2 R_t' U_t with R = Z'W r."""

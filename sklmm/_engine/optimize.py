@@ -140,6 +140,7 @@ def optimize_theta(
     scale: np.ndarray | None = None,
     partners: dict[int, list[int]] | None = None,
     second_opinion: bool = True,
+    alternative_start: np.ndarray | None = None,
 ) -> OptimizeResult:
     """Minimise the objective over theta subject to ``theta >= lower``.
 
@@ -168,6 +169,11 @@ def optimize_theta(
         turn it off: COBYQA is pure Python, and one search cost about 50
         refits; they restart from lme4's start instead, as lme4's refits
         run one local optimiser.
+    alternative_start : ndarray, optional
+        A second candidate start (feasible, in theta's units): the local
+        search starts from whichever of it and ``theta0`` has the lower
+        objective (two objective evaluations, counted).  The boundary probe
+        and the second opinion still refer to ``theta0``.
 
     Returns
     -------
@@ -195,6 +201,10 @@ def optimize_theta(
     start = theta0 / scale
     converged, message = False, ""
     try:
+        if alternative_start is not None:
+            candidate = np.maximum(np.asarray(alternative_start, dtype=np.float64), lower) / scale
+            if f.value(candidate) < f.value(start):
+                start = candidate
         for _restart in range(4):
             try:
                 # ftol=0: L-BFGS-B's relative-reduction test stops early on

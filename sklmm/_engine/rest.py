@@ -114,15 +114,15 @@ class DenseRest:
         self.Arr = Arr  # Z_r' W Z_r
         self.AXr = AXr  # [X y]' W Z_r, (p + 1, q_r)
         self.cross = cross  # Z_r' W Z_0
+        # every rest term scalar: each rest column's term, to spread Lambda_r's diagonal
+        scalar = all(p == 1 for _, _, p in layout)
+        self._column_term = np.repeat(np.arange(len(layout)), [m for _, m, _ in layout]) if scalar else None
 
     def _scalar_diagonal(self, lams):
         """Lambda_r's diagonal when every rest term is scalar (Lambda_r diagonal), else None."""
-        if len(self.layout) == 1:
-            m, p = self.layout[0][1:]
-            return np.full(m, lams[0][0, 0]) if p == 1 else None
-        if any(p != 1 for _, _, p in self.layout):
+        if self._column_term is None:
             return None
-        return np.repeat(np.array([lam[0, 0] for lam in lams]), [m for _, m, _ in self.layout])
+        return np.array([lam[0, 0] for lam in lams])[self._column_term]
 
     def lam(self, lams, V: np.ndarray, transpose: bool = False) -> np.ndarray:
         """Lambda_r V (or Lambda_r' V) for V with q_r rows."""
@@ -136,18 +136,38 @@ class DenseRest:
 
     def factor(self, lams, W0: np.ndarray, W0AX0: np.ndarray):
         """L_rr and L_Xr (see _deviance's docstring); L_rr is a dense Fortran-ordered array."""
-        B = self.Arr - self.cross.gram(W0)
         d = self._scalar_diagonal(lams)
-        if d is not None:  # Lambda_r diagonal: scale rows and columns in place
+        if d is not None and hasattr(self.cross, "pair_values"):
+            B = self._scaled_pair_block(d, W0)
+        elif d is not None:  # Lambda_r diagonal: scale rows and columns in place
+            B = self.Arr - self.cross.gram(W0)
             B *= d[:, None]
             B *= d[None, :]
         else:
+            B = self.Arr - self.cross.gram(W0)
             B = self.lam(lams, self.lam(lams, B, transpose=True).T, transpose=True)
-        B[np.diag_indices_from(B)] += 1.0
+        B.flat[:: self.q + 1] += 1.0
         Lrr = _cholesky(B)
         C = self.lam(lams, self.AXr.T - self.cross.apply(W0AX0), transpose=True)
         LXr = _trsm(Lrr, C, trans=0).T
         return Lrr, LXr
+
+    def _scaled_pair_block(self, d: np.ndarray, W0: np.ndarray) -> np.ndarray:
+        """D (A_rr - A_r0 W0 A_0r) D for a diagonal Lambda_r = D and a pair-structured A_r0.
+
+        Only the triangle that :func:`_cholesky` reads (the upper one of a
+        C-ordered array, the lower one of its Fortran transpose) gets the Gram
+        correction, which is nonzero at the pairs alone: no q_r x q_r Gram
+        matrix is formed.
+        """
+        B = np.multiply(self.Arr, d[:, None])
+        B *= d[None, :]
+        i, j = self.cross.pair_i, self.cross.pair_j  # i >= j
+        if getattr(self, "_pair_flat", None) is None:
+            self._pair_flat = j * self.q + i  # position of (j, i) in B, row-major
+        flat = B.reshape(-1)
+        flat[self._pair_flat] -= self.cross.pair_values(W0) * (d[i] * d[j])
+        return B
 
     def log_diagonal_sum(self, Lrr) -> float:
         return float(np.sum(np.log(np.diag(Lrr))))
@@ -185,7 +205,16 @@ class DenseRest:
             diagonal = np.diag(Minv)
             blocks = [diagonal[offset : offset + m].reshape(m, 1, 1) for offset, m, _ in self.layout]
             return blocks, T
-        Minv = np.tril(Minv) + np.tril(Minv, -1).T
+        diagonal = np.diag(Minv).copy()
+        Minv = np.tril(Minv)
+        Minv += Minv.T
+        Minv.flat[:: self.q + 1] = diagonal
+        d = self._scalar_diagonal(lams)
+        if d is not None:
+            blocks = [diagonal[offset : offset + m].reshape(m, 1, 1) for offset, m, _ in self.layout]
+            Minv *= d[:, None]
+            Minv *= d[None, :]
+            return blocks, self.cross.quad(Minv)
         blocks = []
         for offset, m, p in self.layout:
             block = Minv[offset : offset + m * p, offset : offset + m * p]

@@ -30,6 +30,44 @@ from .._model.validation import (
 )
 
 
+#: Fitted result tables built from the LmmFit on first access (MixedLinearRegressor.__getattr__).
+_LAZY_TABLES = {
+    "random_effects_": _results.random_effects_frames,
+    "variance_components_": _results.variance_components_frame,
+    "fixed_effects_": _results.fixed_effects_frame,
+    "fixed_effects_cov_": _results.fixed_effects_cov_frame,
+}
+
+
+def _clean_float_inputs(X, y, min_features: int):
+    """``(X, y)`` as float arrays when they need no conversion and pass every check, else None.
+
+    The common case of a fit (a DataFrame of float64 columns with string
+    names, a finite float response of the same length) is settled here in a
+    few array operations; anything else, and every input that would be
+    refused, goes through scikit-learn's ``validate_data`` (its messages).
+    The arrays are what ``validate_data`` would return: X's values (a view
+    where pandas holds them in one block), y as given when it is float64.
+    """
+    if isinstance(X, np.ndarray):  # e.g. an intercept-only model's (n, 0) array
+        if X.ndim != 2 or X.dtype != np.float64 or len(X) < 2 or X.shape[1] < min_features:
+            return None
+    elif not isinstance(X, pd.DataFrame) or len(X) < 2 or X.shape[1] < min_features:
+        return None
+    elif not X.columns.is_unique or not all(isinstance(c, str) for c in X.columns):
+        return None
+    elif not all(dtype == np.float64 for dtype in X.dtypes):
+        return None
+    if isinstance(y, pd.Series):
+        y = y.to_numpy()
+    if not isinstance(y, np.ndarray) or y.ndim != 1 or y.dtype != np.float64 or len(y) != len(X):
+        return None
+    values = X if isinstance(X, np.ndarray) else X.to_numpy(dtype=np.float64)
+    if not (np.isfinite(values).all() and np.isfinite(y).all()):
+        return None
+    return values, y
+
+
 def _zero_columns_as_array(X):
     """An intercept-only model may get a frame with no columns; scikit-learn's
     validation cannot infer a dtype from one, so pass an empty float array."""
@@ -225,10 +263,19 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         check_numeric(X, y, factors=self._named_factors())
         columns_in = [str(c) for c in X.columns] if isinstance(X, pd.DataFrame) else []
         X_in, y_in = X, y
-        X, y = validate_data(
-            self, X, y, dtype=np.float64, y_numeric=True, ensure_min_samples=2,
-            ensure_min_features=0 if groups is not None else 1,
-        )
+        clean = _clean_float_inputs(X, y, min_features=0 if groups is not None else 1)
+        if clean is not None:  # what validate_data returns and sets, without its generic checks
+            self.n_features_in_ = X.shape[1]
+            if isinstance(X, pd.DataFrame):
+                self.feature_names_in_ = np.asarray(columns_in, dtype=object)
+            else:  # as validate_data: an array has no feature names
+                self.__dict__.pop("feature_names_in_", None)
+            X, y = clean
+        else:  # anything else, including every input it refuses: scikit-learn's own checks and messages
+            X, y = validate_data(
+                self, X, y, dtype=np.float64, y_numeric=True, ensure_min_samples=2,
+                ensure_min_features=0 if groups is not None else 1,
+            )
         # Inference reuses the training data.  y is copied (n numbers); X, when it
         # is the caller's own array, is kept by reference with a fingerprint, so
         # that a fitted model does not hold a second copy of the data, and an
@@ -317,15 +364,28 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         self.n_iter_ = int(fit.n_evaluations)
         self.converged_ = bool(fit.converged)
         self.singular_ = bool(fit.singular)
-        self.random_effects_ = _results.random_effects_frames(fit)
-        self.variance_components_ = _results.variance_components_frame(fit)
-        self.fixed_effects_ = _results.fixed_effects_frame(fit)
-        self.fixed_effects_cov_ = _results.fixed_effects_cov_frame(fit)
+        # The result tables (random_effects_, variance_components_, fixed_effects_,
+        # fixed_effects_cov_) are built from the fit on first access (__getattr__):
+        # about a third of a small fit's time went into frames nobody might read.
+        for name in _LAZY_TABLES:
+            self.__dict__.pop(name, None)
+        self._table_source = fit
         used = {name for term in fit.terms for name in term.factors}
         self.group_names_ = [name for name in group_columns if name in used]
         self.n_obs_ = int(fit.n_obs)
         self._fitted_terms = fit.terms
         return self
+
+    def __getattr__(self, name):
+        """Build a result table (see ``_LAZY_TABLES``) on first access; it is then an ordinary attribute."""
+        build = _LAZY_TABLES.get(name)
+        if build is not None:
+            source = self.__dict__.get("_table_source")
+            if source is not None:
+                value = build(source)
+                self.__dict__[name] = value
+                return value
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def predict(self, X, groups=None):
         """Predict, conditional on the levels seen in fit.

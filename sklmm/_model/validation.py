@@ -19,6 +19,8 @@ import numbers
 import numpy as np
 import pandas as pd
 
+_PANDAS_MAJOR = int(pd.__version__.split(".")[0])
+
 
 def as_groups_frame(groups, n_samples: int, argument: str = "groups") -> pd.DataFrame:
     """Convert ``groups`` to a DataFrame of grouping factors.
@@ -37,8 +39,11 @@ def as_groups_frame(groups, n_samples: int, argument: str = "groups") -> pd.Data
         A new frame (the caller's object is never modified).
     """
     if isinstance(groups, pd.DataFrame):
-        frame = groups.copy()
-        frame.columns = [str(c) for c in frame.columns]
+        # pandas >= 3 (copy-on-write): a shallow copy, new axes over the caller's
+        # columns, already keeps the caller's data apart from any later edit.
+        frame = groups.copy(deep=_PANDAS_MAJOR < 3)
+        if not all(isinstance(c, str) for c in frame.columns):
+            frame.columns = [str(c) for c in frame.columns]
     elif isinstance(groups, pd.Series):
         name = "group" if groups.name is None else str(groups.name)
         frame = pd.DataFrame({name: groups.to_numpy()})
@@ -60,11 +65,14 @@ def as_groups_frame(groups, n_samples: int, argument: str = "groups") -> pd.Data
         raise ValueError(f"{argument} has {len(frame)} rows but X has {n_samples}; they must match row for row")
     if len(set(frame.columns)) != frame.shape[1]:
         raise ValueError(f"{argument} has repeated column names: {list(frame.columns)}")
-    frame.index = pd.RangeIndex(n_samples)
+    index = frame.index
+    if not (isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1):
+        frame.index = pd.RangeIndex(n_samples)
     for name in frame.columns:
         column = frame[name]
         try:
-            pd.factorize(column)
+            if column.dtype == object:  # numbers, strings and categories always compare
+                pd.factorize(column)
         except TypeError as error:
             raise TypeError(
                 f"{argument} column {name!r} holds labels that cannot be compared ({error}); "
@@ -72,7 +80,12 @@ def as_groups_frame(groups, n_samples: int, argument: str = "groups") -> pd.Data
             ) from None
         if column.dtype.kind == "c":
             raise TypeError(f"{argument} column {name!r} holds complex numbers; grouping labels must be strings, integers or categories")
-        missing = column.isna().to_numpy()
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            missing = column.cat.codes.to_numpy() < 0
+        elif column.dtype.kind in "iub":
+            continue  # integers and booleans have no missing or infinite values
+        else:
+            missing = column.isna().to_numpy()
         if missing.any():
             raise ValueError(
                 f"{argument} column {name!r} has {int(missing.sum())} missing value(s) "

@@ -1,0 +1,153 @@
+"""The fast paths of a fit against the general code they shortcut.
+
+* ``ProfiledDeviance._scalar_terms_gradient`` (every term scalar: crossed or
+  nested intercepts) against the general gradient (``_beta_u``,
+  ``_pwrss_derivatives``, ``_inverse_block_sums``), itself checked against a
+  dense brute force in test_deviance_dense.py: 1e-9 relative; and against
+  central finite differences of the objective, 1e-5 relative.
+* ``PairCross`` (the pair-structured cross block, built without sorting)
+  against ``DenseCross``: Gram products, the products at the pairs and the
+  per-level quadratic forms, 1e-12 relative, for 1x1, 2x2 and 3x3 blocks.
+* Result tables built on first access: the same frames as building them at
+  once, through pickling, refits and clone.
+* The validation fast path (float DataFrame and float y): the same fitted
+  attributes as scikit-learn's ``validate_data``.
+* The moment start of large scalar-term models: the optimum reached is the
+  one reached from lme4's start (1e-8 relative in the objective).
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from sklearn.base import clone
+
+import sklmm._engine.fit as engine_fit
+import sklmm._estimators.linear as linear
+from sklmm import MixedLinearRegressor
+from sklmm._engine.crossblock import DenseCross, PairCross
+from sklmm._estimators import results
+from test_deviance_dense import _problem
+
+
+@pytest.mark.parametrize("case_name", ["penicillin", "pastes", "crossed3", "zerocorr_crossed"])
+@pytest.mark.parametrize("reml", [True, False], ids=["reml", "ml"])
+def test_scalar_terms_gradient_matches_general_path(case_name, reml):
+    *_, problem = _problem(case_name, reml)
+    assert problem._scalar_terms
+    rng = np.random.default_rng(11)
+    for _ in range(3):
+        theta = rng.uniform(0.1, 2.0, size=problem.n_theta)
+        value, fused = problem.objective_and_gradient(theta)
+        problem._scalar_terms = False
+        try:
+            value_general, general = problem.objective_and_gradient(theta)
+        finally:
+            problem._scalar_terms = True
+        assert value == value_general
+        np.testing.assert_allclose(fused, general, rtol=1e-9, atol=1e-9)
+        h = 1e-6
+        numeric = [(problem.objective(theta + h * e) - problem.objective(theta - h * e)) / (2 * h) for e in np.eye(len(theta))]
+        np.testing.assert_allclose(fused, numeric, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("p0", [1, 2, 3])
+def test_pair_cross_block_matches_dense(p0):
+    rng = np.random.default_rng(p0)
+    for trial in range(3):
+        q_rest, m0 = int(rng.integers(5, 60)), int(rng.integers(5, 80))
+        Ar0 = sp.random(q_rest, m0 * p0, density=0.2, random_state=trial, format="csr")
+        dense, pairs = DenseCross(Ar0, m0, p0), PairCross(Ar0, m0, p0)
+        W0 = rng.normal(size=(m0, p0, p0))
+        W0 = W0 @ W0.transpose(0, 2, 1)
+        N = rng.normal(size=(q_rest, q_rest))
+        N = N + N.T
+        gram = dense.gram(W0)
+        np.testing.assert_allclose(pairs.gram(W0), gram, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(pairs.pair_values(W0), gram[pairs.pair_i, pairs.pair_j], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(pairs.quad(N), dense.quad(N), rtol=1e-12, atol=1e-11)
+        Y = rng.normal(size=(m0 * p0, 2))
+        np.testing.assert_allclose(pairs.apply(Y), dense.apply(Y), rtol=1e-12, atol=1e-12)
+
+
+TABLES = ("random_effects_", "variance_components_", "fixed_effects_", "fixed_effects_cov_")
+
+
+def _sleepstudy():
+    from sklmm.datasets import load_sleepstudy
+
+    data = load_sleepstudy()
+    return data[["Days"]].astype(float), data["Reaction"].to_numpy(dtype=float), data["Subject"]
+
+
+def _assert_tables_equal(a, b):
+    for name in ("variance_components_", "fixed_effects_", "fixed_effects_cov_"):
+        pd.testing.assert_frame_equal(getattr(a, name), getattr(b, name))
+    assert a.random_effects_.keys() == b.random_effects_.keys()
+    for key in a.random_effects_:
+        pd.testing.assert_frame_equal(a.random_effects_[key], b.random_effects_[key])
+
+
+def test_result_tables_are_built_on_first_access():
+    X, y, groups = _sleepstudy()
+    est = MixedLinearRegressor(random_effects="(1 + Days | Subject)").fit(X, y, groups=groups)
+    assert not any(name in vars(est) for name in TABLES)
+    fit = est._table_source
+    pd.testing.assert_frame_equal(est.fixed_effects_, results.fixed_effects_frame(fit))
+    pd.testing.assert_frame_equal(est.variance_components_, results.variance_components_frame(fit))
+    assert "fixed_effects_" in vars(est)  # kept once built
+    # pickled before and after the first access: the same tables
+    fresh = MixedLinearRegressor(random_effects="(1 + Days | Subject)").fit(X, y, groups=groups)
+    _assert_tables_equal(pickle.loads(pickle.dumps(fresh)), est)
+    _assert_tables_equal(pickle.loads(pickle.dumps(est)), est)
+    # a refit replaces tables already built
+    before = est.fixed_effects_.copy()
+    est.fit(X, y * 2.0, groups=groups)
+    assert est.fixed_effects_.loc["Days", "estimate"] == pytest.approx(2.0 * before.loc["Days", "estimate"], rel=1e-6)
+    # unfitted and cloned estimators have none
+    for unfitted in (MixedLinearRegressor(), clone(est)):
+        for name in TABLES:
+            assert not hasattr(unfitted, name)
+
+
+def test_validation_fast_path_matches_validate_data(monkeypatch):
+    X, y, groups = _sleepstudy()
+    fast = MixedLinearRegressor(random_effects="(1 + Days | Subject)").fit(X, y, groups=groups)
+    monkeypatch.setattr(linear, "_clean_float_inputs", lambda *args, **kwargs: None)
+    slow = MixedLinearRegressor(random_effects="(1 + Days | Subject)").fit(X, y, groups=groups)
+    assert fast.n_features_in_ == slow.n_features_in_
+    np.testing.assert_array_equal(fast.feature_names_in_, slow.feature_names_in_)
+    assert fast.objective_ == slow.objective_
+    np.testing.assert_array_equal(fast.coef_, slow.coef_)
+    # an array after a DataFrame: no feature names, as validate_data leaves it
+    fast.set_params(random_effects="(1 | group)").fit(X.to_numpy(), y, groups=groups.to_numpy())
+    assert not hasattr(fast, "feature_names_in_")
+
+
+def _crossed(n=6000, users=900, items=150, seed=3):
+    rng = np.random.default_rng(seed)
+    user, item = rng.integers(0, users, n), rng.integers(0, items, n)
+    y = 0.6 * rng.normal(size=users)[user] + 0.3 * rng.normal(size=items)[item] + rng.normal(size=n)
+    X = pd.DataFrame({"x": rng.normal(size=n)})
+    return X, y + 0.2 * X["x"].to_numpy(), pd.DataFrame({"user": user, "item": item})
+
+
+def test_moment_start_reaches_the_same_optimum(monkeypatch):
+    X, y, groups = _crossed()
+    with_moments = MixedLinearRegressor(random_effects="(1 | user) + (1 | item)").fit(X, y, groups=groups)
+    monkeypatch.setattr(engine_fit, "MOMENT_START_MIN", np.inf)
+    from_lme4_start = MixedLinearRegressor(random_effects="(1 | user) + (1 | item)").fit(X, y, groups=groups)
+    assert with_moments.objective_ == pytest.approx(from_lme4_start.objective_, rel=1e-8)
+    np.testing.assert_allclose(with_moments.theta_, from_lme4_start.theta_, rtol=1e-3)
+
+
+def test_moment_start_only_for_scalar_terms():
+    *_, slopes = _problem("synthetic", True)
+    assert slopes.moment_theta() is None
+    *_, crossed = _problem("crossed3", True)
+    theta = crossed.moment_theta()
+    assert theta.shape == (crossed.n_theta,) and np.all(theta > 0)
