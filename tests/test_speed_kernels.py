@@ -146,13 +146,14 @@ def _weighted_case(structure):
         "nested": "(1 + x0 | a) + (1 + x0 | nest)",
         "dense": "(1 + x0 | a) + (1 + x1 | b) + (1 | nest)",
         "pairs": "(1 | obs) + (1 | a) + (1 | b)",
+        "pairs_slope": "(1 + x0 | a) + (1 + x1 | b)",  # p0 = 2: S' scattered by (level, c, d)
     }[structure]
     terms = build_terms(parse_random_effects(formula), x, ["x0", "x1"], groups, None)
     XY = np.column_stack([np.ones(n), x, rng.normal(size=n)])
     return terms, XY, rng.uniform(0.05, 2.0, size=n)
 
 
-@pytest.mark.parametrize("structure", ["one", "slope", "nested", "dense", "pairs"])
+@pytest.mark.parametrize("structure", ["one", "slope", "nested", "dense", "pairs", "pairs_slope"])
 def test_reweighted_blocks_match_fresh_blocks(structure, monkeypatch):
     """PIRLS's reweighted problems (one pattern, new weights) against the linear model's, built anew.
 
@@ -164,12 +165,14 @@ def test_reweighted_blocks_match_fresh_blocks(structure, monkeypatch):
     from sklmm._engine.deviance import ProfiledDeviance
     from sklmm._engine.reweight import WeightedBlocks
 
-    if structure == "pairs":
+    if structure.startswith("pairs"):
         monkeypatch.setattr(crossblock, "DENSE_MAX_ENTRIES", 0)
     terms, XY, w = _weighted_case(structure)
     weighted = WeightedBlocks(terms)
     rng = np.random.default_rng(3)
-    expected_kind = {"nested": rest.NestedRest, "dense": crossblock.DenseCross, "pairs": crossblock.PairCross}
+    expected_kind = {
+        "nested": rest.NestedRest, "dense": crossblock.DenseCross, "pairs": crossblock.PairCross, "pairs_slope": crossblock.PairCross,
+    }
     for step in range(3):  # several weights on one pattern, as PIRLS's steps
         w_step = w * rng.uniform(0.5, 1.5, size=len(w))
         fresh = ProfiledDeviance(terms, XY, w_step, reml=False)
