@@ -19,10 +19,10 @@ nested block diagonal; :mod:`sklmm._engine.rest`), do not.  So
 Every step is a vectorised pass over the rows; nothing loops over rows or
 levels.  The result is a :class:`~sklmm._engine.deviance.ProfiledDeviance`
 (the linear model's, unchanged) whose factorisation, solves and log
-determinants PIRLS uses.  Rest structures whose values are not entries of the
-blocks (the pair-structured cross block of large crossed models, whose
-matrix holds products of them) are rebuilt at each step from the new blocks,
-as the linear model builds them.
+determinants PIRLS uses.  The pair-structured cross block of large crossed
+models, whose matrix holds products of the blocks' entries rather than the
+entries themselves, is refilled by :meth:`PairCross.reweighted`: its
+products are recomputed at the pairs found once, in the same pass.
 """
 
 from __future__ import annotations
