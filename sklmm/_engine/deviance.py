@@ -525,6 +525,9 @@ class ProfiledDeviance:
         Returns ``(inf, zeros)`` where the factorization fails.
         """
         theta = np.asarray(theta, dtype=np.float64)
+        # The previous evaluation's factor is let go before this one is made:
+        # one factor alive at a time (a dense rest block's is q_r^2 doubles).
+        self._last_factorization = None
         try:
             fac = self.factorize(theta)
         except np.linalg.LinAlgError:
