@@ -52,11 +52,6 @@ FUNCTIONS.update({"asin": np.arcsin, "acos": np.arccos, "atan": np.arctan, "pi":
 _R_CONTRASTS = {"sum": "contr.sum", "helmert": "contr.helmert", "poly": "contr.poly", "treatment": "contr.treatment"}
 
 
-def _formula_error(message: str, text: str, pos: int) -> FormulaError:
-    """A :class:`FormulaError` for ``text`` at ``pos`` (its arguments in their order: text, pos, message)."""
-    return FormulaError(text, pos, message)
-
-
 @dataclass(frozen=True)
 class Bar:
     """One ``(lhs | group)`` term of a formula, as written."""
@@ -101,10 +96,10 @@ def split_formula(text: str) -> SplitFormula:
         raise TypeError(f"formula must be a string such as 'y ~ x + (1 | g)', got {type(text).__name__}")
     depth_zero_tilde = [i for i, depth in _depths(text) if text[i] == "~" and depth == 0]
     if len(depth_zero_tilde) != 1:
-        raise _formula_error(
-            f"a formula needs exactly one '~' (response ~ terms, or ~ terms): {text!r}",
+        raise FormulaError(
             text,
             depth_zero_tilde[1] if len(depth_zero_tilde) > 1 else 0,
+            f"a formula needs exactly one '~' (response ~ terms, or ~ terms): {text!r}",
         )
     tilde = depth_zero_tilde[0]
     response = text[:tilde].strip() or None
@@ -116,11 +111,11 @@ def split_formula(text: str) -> SplitFormula:
         bar = _as_bar(stripped)
         if bar is not None:
             if sign == "-":
-                raise _formula_error(f"a random-effects term cannot be subtracted: {stripped!r}", text, start)
+                raise FormulaError(text, start, f"a random-effects term cannot be subtracted: {stripped!r}")
             bars.append(bar)
         elif re.fullmatch(r"offset\s*\(.*\)", stripped, re.S):
             if sign == "-":
-                raise _formula_error(f"an offset cannot be subtracted: {stripped!r}", text, start)
+                raise FormulaError(text, start, f"an offset cannot be subtracted: {stripped!r}")
             offsets.append(stripped[stripped.index("(") + 1 : -1].strip())
         elif stripped:
             fixed.append((sign, stripped))
@@ -132,7 +127,7 @@ def split_formula(text: str) -> SplitFormula:
     elif fixed_text.startswith("- "):
         fixed_text = "1 " + fixed_text
     if any("|" in term for _, term in fixed):
-        raise _formula_error(f"a '|' outside a parenthesised random-effects term: {text!r}", text, text.index("|"))
+        raise FormulaError(text, text.index("|"), f"a '|' outside a parenthesised random-effects term: {text!r}")
     return SplitFormula(text, response, fixed_text, tuple(offsets), tuple(bars))
 
 
@@ -157,12 +152,12 @@ def _top_level_terms(rhs: str, text: str, offset: int) -> list[tuple[str, str, i
         elif char == ")":
             depth -= 1
             if depth < 0:
-                raise _formula_error(f"unbalanced ')' in formula {text!r}", text, offset + i)
+                raise FormulaError(text, offset + i, f"unbalanced ')' in formula {text!r}")
         elif char in "+-" and depth == 0 and not _inside_number(rhs, i):
             pieces.append((sign, rhs[start:i], offset + start))
             sign, start = char, i + 1
     if depth != 0:
-        raise _formula_error(f"unbalanced '(' in formula {text!r}", text, offset + rhs.rfind("("))
+        raise FormulaError(text, offset + rhs.rfind("("), f"unbalanced '(' in formula {text!r}")
     pieces.append((sign, rhs[start:], offset + start))
     return [p for p in pieces if p[1].strip() or p[0] == "-"]
 
@@ -731,7 +726,7 @@ def _grouping_factors(bar: Bar, text: str) -> list[tuple[str, ...]]:
     try:
         specs = parse_random_effects(f"(1 | {bar.group})")
     except FormulaError as error:
-        raise _formula_error(f"the grouping factor {bar.group!r} in {text!r} does not parse: {error}", text, text.find(bar.group)) from None
+        raise FormulaError(text, text.find(bar.group), f"the grouping factor {bar.group!r} in {text!r} does not parse: {error}") from None
     return [spec.factors for spec in specs]
 
 
