@@ -165,15 +165,6 @@ def test_nested_and_dense_rest_agree(case_name, monkeypatch):
         np.testing.assert_allclose(g1, g2, rtol=1e-8, atol=1e-8)
 
 
-def test_dense_rest_too_large_is_refused_with_an_explanation(monkeypatch):
-    import sklmm._engine.rest as rest
-
-    monkeypatch.setattr(rest, "DENSE_REST_MAX", 10)
-    # crossed3: f1 (40 levels) first; the rest, f2 and f3, have 15 + 5 random effects
-    with pytest.raises(ValueError, match=r"\(f2, f3\) have 20 random effects in all, and they are crossed"):
-        _problem("crossed3", True)
-
-
 @pytest.mark.parametrize("case_name", ["crossed3", "penicillin", "zerocorr_crossed", "synthetic"])
 def test_pair_structured_cross_block_agrees_with_dense(case_name, monkeypatch):
     """Large crossed models hold A_r0 as pairs (PairCross); on small cases, forced, it must give

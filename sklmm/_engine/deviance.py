@@ -317,7 +317,7 @@ class ProfiledDeviance:
         beta = _solve_lower_transposed(factor[:p, :p], factor[p, :p])
         counts = [self.A00.reshape(-1)]
         sums = [self.AX0[p].reshape(-1) - beta @ self.AX0[:p].reshape(p, -1)]
-        rest_counts = np.diag(self.rest.Arr) if hasattr(self.rest, "Arr") else self.rest.A.reshape(-1)
+        rest_counts = self.rest.Arr.diagonal() if hasattr(self.rest, "Arr") else self.rest.A.reshape(-1)
         rest_sums = self.rest.AXr[p] - beta @ self.rest.AXr[:p]
         for offset, m, _ in self.rest_layout:
             counts.append(rest_counts[offset : offset + m])
@@ -427,6 +427,7 @@ class ProfiledDeviance:
         Returns ``inf`` where the factorization fails, so that optimisers
         step away from such points.
         """
+        self._last_factorization = None  # one factor alive at a time (see objective_and_gradient)
         try:
             fac = self.factorize(theta)
         except np.linalg.LinAlgError:
@@ -543,6 +544,9 @@ class ProfiledDeviance:
             return value, np.zeros(0)
         if not self.q_rest:
             return value, self._one_term_gradient(theta, fac, value, pwrss)
+        if self.rest.consumes_factor:
+            # the gradient's inverse overwrites the rest factor: nothing to keep
+            self._last_factorization = None
         if self._scalar_terms and min(lam[0, 0] for lam in fac.lams) >= _SINGULAR_LAMBDA:
             return value, self._scalar_terms_gradient(fac, pwrss)
 
@@ -739,6 +743,11 @@ class ProfiledDeviance:
             Linv = fac.L00inv if fac.L00inv is not None else smallblocks.inv_lower(fac.L00)
             blocks0 = smallblocks.matmul(np.swapaxes(Linv, 1, 2), Linv)
         blocks = [blocks0]
+        if with_fixed and p > 0:
+            # P = L_XX^-1 L_Xz L_zz^-1 (p x q): solve L_zz' V' = L_Xz', then L_XX.
+            # (Before the rest's inverse, which may overwrite the rest factor.)
+            rows = np.concatenate([fac.LX0[:p], fac.LXr[:p]], axis=1) if self.q_rest else fac.LX0[:p]
+            v0, v_r = self._solve_u(fac, rows)
         if self.q_rest:
             # M^-1's rest blocks, and T_l = A_r0[:, l]' Lambda_r Minv_rr Lambda_r' A_r0[:, l];
             # the first term's part of M^-1 beyond J is J lambda0' T_l lambda0 J.
@@ -747,9 +756,6 @@ class ProfiledDeviance:
             JL = (blocks0.reshape(m0 * p0, p0) @ fac.lams[0].T).reshape(m0, p0, p0)  # J_l lambda0'
             blocks[0] = blocks0 + smallblocks.matmul(smallblocks.matmul(JL, T), np.swapaxes(JL, 1, 2))
         if with_fixed and p > 0:
-            # P = L_XX^-1 L_Xz L_zz^-1 (p x q): solve L_zz' V' = L_Xz', then L_XX.
-            rows = np.concatenate([fac.LX0[:p], fac.LXr[:p]], axis=1) if self.q_rest else fac.LX0[:p]
-            v0, v_r = self._solve_u(fac, rows)
             LX = fac.LXX[:p, :p]
             P0 = _solve_lower(LX, v0.reshape(p, m0 * p0)).reshape(p, m0, p0)
             blocks[0] = blocks[0] + np.einsum("klc,kld->lcd", P0, P0)

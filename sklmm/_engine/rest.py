@@ -2,7 +2,7 @@
 
 The first term (most levels) has a block-diagonal diagonal block of L; the
 terms after it ("the rest") have one that holds whatever fill-in the first
-term causes.  Two structures, chosen when the model is built:
+term causes.  Three structures, chosen when the model is built:
 
 :class:`DenseRest`
     Crossed factors fill the block in: A_rr and L_rr are dense q_r x q_r,
@@ -13,6 +13,9 @@ term causes.  Two structures, chosen when the model is built:
     ``a:b`` is first and ``a`` the rest).  Then nothing fills in: A_rr, the
     Gram correction and L_rr stay block diagonal, one p_r x p_r block per
     rest level, and all work is batched over levels.
+:class:`sklmm._engine.packedrest.PackedRest`
+    Crossed scalar rest terms beyond ``DENSE_REST_MAX`` random effects: one
+    packed triangle, factored and inverted in place (users x items models).
 
 Both implement the same operations (``Sets`` and returns as documented);
 ``_deviance.ProfiledDeviance`` calls only these.  Symbols as in
@@ -28,10 +31,12 @@ import scipy.sparse as sp
 from scipy.linalg import lapack
 
 from . import smallblocks
-from .crossblock import make_cross
+from .crossblock import PairCross, make_cross
+from .packedrest import MEMORY_FRACTION, PackedRest, packed_bytes, physical_memory
 
 #: A dense rest block larger than this (q_r) would need q_r^2 doubles several
-#: times over; sklmm refuses it with an explanation instead of exhausting memory.
+#: times over (A_rr, the factor, the inverse): beyond it the rest terms are held
+#: by :class:`sklmm._engine.packedrest.PackedRest` (one packed triangle, in place).
 DENSE_REST_MAX = 20_000
 
 
@@ -80,22 +85,41 @@ def make_rest(rest_terms, Ar0: sp.csr_matrix, Arr: sp.spmatrix, AXr: np.ndarray,
     if len(rest_terms) == 1 and parent is not None:
         return NestedRest(rest_terms[0], Ar0, Arr, AXr, parent, m0, p0)
     q_rest = Ar0.shape[0]
-    if q_rest > DENSE_REST_MAX:
-        names = ", ".join(t.factor_name for t in rest_terms)
-        raise ValueError(
-            f"the random-effects terms after the one with most levels ({names}) have {q_rest} "
-            f"random effects in all, and they are crossed with it, so their block of the Cholesky "
-            f"factor is dense: {q_rest}^2 numbers ({q_rest**2 * 8 / 2**30:.1f} GiB) factored at every "
-            f"evaluation. sklmm holds such blocks up to {DENSE_REST_MAX} random effects. Simplify "
-            "the model (fewer levels or slopes on these factors), or make a factor nested in the "
-            "largest one (its levels within one level of it), which needs no dense block."
-        )
     layout = []
     offset = 0
     for term in rest_terms:
         layout.append((offset, term.n_levels, term.n_columns))
         offset += term.q
+    if q_rest > DENSE_REST_MAX:
+        return _packed_rest(rest_terms, layout, Ar0, Arr, AXr, m0, p0)
     return DenseRest(layout, np.asarray(Arr.toarray()), AXr, make_cross(Ar0, m0, p0))
+
+
+def _packed_rest(rest_terms, layout, Ar0, Arr, AXr, m0: int, p0: int) -> PackedRest:
+    """The packed in-place structure for a rest block beyond DENSE_REST_MAX, or a clear refusal."""
+    q_rest = Ar0.shape[0]
+    names = ", ".join(t.factor_name for t in rest_terms)
+    if any(p != 1 for _, _, p in layout):
+        raise ValueError(
+            f"the random-effects terms after the one with most levels ({names}) have {q_rest} "
+            f"random effects in all, and they are crossed with it, so their block of the Cholesky "
+            f"factor is dense ({q_rest}^2 numbers). Beyond {DENSE_REST_MAX} random effects sklmm "
+            "holds such a block only for terms with one column each (random intercepts); these "
+            "have random slopes. Simplify the model (fewer levels or slopes on these factors), or "
+            "make a factor nested in the largest one (its levels within one level of it), which "
+            "needs no dense block."
+        )
+    needed, available = packed_bytes(q_rest), physical_memory()
+    if available is not None and needed > MEMORY_FRACTION * available:
+        raise ValueError(
+            f"the random-effects terms after the one with most levels ({names}) have {q_rest} "
+            f"random effects in all, and they are crossed with it, so their block of the Cholesky "
+            f"factor is dense: one triangle of it takes {needed / 2**30:.1f} GiB, more than "
+            f"{MEMORY_FRACTION:.0%} of this machine's {available / 2**30:.1f} GiB of memory. "
+            "Simplify the model (fewer levels on these factors), or make a factor nested in the "
+            "largest one (its levels within one level of it), which needs no dense block."
+        )
+    return PackedRest(layout, Arr, AXr, PairCross(Ar0, m0, p0))
 
 
 def _apply_lambda(lam: np.ndarray, V: np.ndarray, m: int, p: int, transpose: bool) -> np.ndarray:
@@ -107,6 +131,9 @@ def _apply_lambda(lam: np.ndarray, V: np.ndarray, m: int, p: int, transpose: boo
 
 class DenseRest:
     """Crossed rest terms: dense A_rr and L_rr (q_r x q_r)."""
+
+    #: The gradient's inverse leaves the factor intact.
+    consumes_factor = False
 
     def __init__(self, layout, Arr: np.ndarray, AXr: np.ndarray, cross):
         self.layout = layout  # (offset, m_t, p_t) per rest term
@@ -182,6 +209,10 @@ class DenseRest:
         """L_rr'^-1 rhs for rhs of shape (q_r, k)."""
         return _trsm(Lrr, rhs, trans=1)
 
+    def solve_lower(self, Lrr, rhs: np.ndarray) -> np.ndarray:
+        """L_rr^-1 rhs for rhs of shape (q_r, k)."""
+        return _trsm(Lrr, rhs, trans=0)
+
     def times_A(self, b: np.ndarray) -> np.ndarray:
         """A_rr b for b of shape (q_r,)."""
         return self.Arr @ b
@@ -225,6 +256,8 @@ class DenseRest:
 
 class NestedRest:
     """One rest term in which the first term is nested: everything block diagonal per rest level."""
+
+    consumes_factor = False
 
     def __init__(self, term, Ar0: sp.csr_matrix, Arr: sp.spmatrix, AXr: np.ndarray, parent: np.ndarray, m0: int, p0: int):
         m, p = term.n_levels, term.n_columns
@@ -281,6 +314,10 @@ class NestedRest:
         k = rhs.shape[1]
         out = smallblocks.solve_lower_transpose(Lrr, rhs.reshape(self.m, self.p, k))
         return out.reshape(self.q, k)
+
+    def solve_lower(self, Lrr, rhs: np.ndarray) -> np.ndarray:
+        k = rhs.shape[1]
+        return smallblocks.solve_lower(Lrr, rhs.reshape(self.m, self.p, k)).reshape(self.q, k)
 
     def times_A(self, b: np.ndarray) -> np.ndarray:
         return np.einsum("lcd,ld->lc", self.A, b.reshape(self.m, self.p)).ravel()

@@ -82,11 +82,7 @@ def _forward_solve_z(problem, factor, v0: np.ndarray, v_r: np.ndarray | None):
         k = v0.shape[0]
         M0w0 = np.einsum("lcd,kld->klc", factor.M0, w0).reshape(k, -1)
         rhs = (v_r.T - rest.lam(factor.lams[1:], rest.cross.apply(M0w0.T), transpose=True))  # (q_r, k)
-        if factor.Lrr.ndim == 2:  # dense (crossed rest terms)
-            w_r = scipy.linalg.solve_triangular(factor.Lrr, rhs, lower=True, check_finite=False).T
-        else:  # block diagonal, one block per rest level (nested)
-            m, p_r = factor.Lrr.shape[0], factor.Lrr.shape[1]
-            w_r = np.linalg.solve(factor.Lrr, rhs.reshape(m, p_r, k)).reshape(m * p_r, k).T
+        w_r = rest.solve_lower(factor.Lrr, rhs).T
     return w0, w_r
 
 

@@ -1,0 +1,168 @@
+"""The packed in-place rest block (sklmm._engine.packedrest) for crossed factors beyond 20,000 levels.
+
+Users x items models past ``DENSE_REST_MAX`` rest random effects are held by
+``PackedRest``: one triangle in LAPACK's rectangular full packed format,
+factored and inverted in place.  Such models are too large for tests, so the
+threshold is lowered here and the packed path is checked on small models
+against
+
+* the dense path (``DenseRest``), itself checked against a brute-force dense
+  likelihood in test_deviance_dense.py: objective to rel 1e-12 (both are
+  rounding-level computations of the same quantity), gradient and inverse
+  blocks to rel 1e-8 / 1e-10;
+* the brute-force dense likelihood directly, on a model with an odd number
+  of rest random effects (the packed format pads it): rel 1e-9, as in
+  test_deviance_dense.py;
+* lme4 1.1-31 (tests/data/lme4_extra/crossed3, three crossed factors):
+  objective at or below lme4's (+1e-4) and within 1e-2, theta within 2e-2,
+  the tolerances of test_lme4_reference.py.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.linalg import lapack
+
+import sklmm._engine.rest as rest
+from reference_cases import as_list, load_case
+from sklmm import MixedLinearRegressor
+from sklmm._engine.fit import TrainingData, prepare
+from sklmm._engine.packedrest import PackedRest, packed_bytes, rfp_position
+from sklmm._model.bars import parse_random_effects
+from test_deviance_dense import _problem, dense_profiled, dense_Z_lambda
+
+
+@pytest.mark.parametrize("n", [2, 4, 10, 36])
+def test_rfp_positions_match_lapack(n):
+    """rfp_position agrees with LAPACK's own full-to-RFP copy (dtrttf, TRANSR='N', UPLO='L')."""
+    A = np.arange(n * n, dtype=float).reshape(n, n) + 1.0
+    arf, info = lapack.dtrttf(np.asfortranarray(A), transr="N", uplo="L")
+    assert info == 0
+    r, c = np.tril_indices(n)
+    np.testing.assert_array_equal(np.asarray(arf).ravel(order="F")[rfp_position(r, c, n)], A[r, c])
+    assert packed_bytes(n) == arf.size * 8
+
+
+def _odd_crossed_case():
+    """Three crossed scalar factors with 7 + 4 = 11 rest random effects (odd: padded)."""
+    rng = np.random.default_rng(21)
+    n = 300
+    groups = pd.DataFrame({"u": rng.integers(0, 30, n).astype(str), "i": rng.integers(0, 7, n).astype(str), "s": rng.integers(0, 4, n).astype(str)})
+    X = pd.DataFrame({"x": rng.normal(size=n)})
+    y = (0.5 * X["x"] + rng.normal(size=30)[groups["u"].astype(int)] + 0.7 * rng.normal(size=7)[groups["i"].astype(int)] + rng.normal(size=n)).to_numpy()
+    w = rng.uniform(0.5, 2.0, size=n)
+    return X, y, groups, w, "(1 | u) + (1 | i) + (1 | s)"
+
+
+def _prepared(case, reml):
+    X, y, groups, w, formula = case
+    data = TrainingData(X.to_numpy(), y, groups, w, parse_random_effects(formula), list(X.columns), True)
+    prepared = prepare(data, reml)
+    return prepared.terms, prepared.design, y, w, prepared.problem
+
+
+@pytest.mark.parametrize("reml", [True, False], ids=["reml", "ml"])
+@pytest.mark.parametrize("case_name", ["penicillin", "crossed3", "zerocorr_crossed"])
+def test_packed_rest_matches_dense_rest(case_name, reml, monkeypatch):
+    *_, dense = _problem(case_name, reml)
+    assert isinstance(dense.rest, rest.DenseRest)
+    monkeypatch.setattr(rest, "DENSE_REST_MAX", 2)
+    *_, packed = _problem(case_name, reml)
+    assert isinstance(packed.rest, PackedRest)
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        theta = rng.uniform(0.1, 2.0, size=dense.n_theta)
+        v1, g1 = dense.objective_and_gradient(theta)
+        v2, g2 = packed.objective_and_gradient(theta)
+        assert v2 == pytest.approx(v1, rel=1e-12)
+        np.testing.assert_allclose(g2, g1, rtol=1e-8, atol=1e-8)
+        for with_fixed in (False, True):
+            blocks1 = dense.inverse_diagonal_blocks(dense.factorize(theta), with_fixed)
+            blocks2 = packed.inverse_diagonal_blocks(packed.factorize(theta), with_fixed)
+            for b1, b2 in zip(blocks1, blocks2):
+                np.testing.assert_allclose(b2, b1, rtol=1e-10, atol=1e-14)
+        beta1, b1 = dense.solve(dense.factorize(theta))
+        beta2, b2 = packed.solve(packed.factorize(theta))
+        np.testing.assert_allclose(beta2, beta1, rtol=1e-10)
+        for t1, t2 in zip(b1, b2):
+            np.testing.assert_allclose(t2, t1, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("reml", [True, False], ids=["reml", "ml"])
+def test_packed_rest_with_odd_size_matches_dense_likelihood(reml, monkeypatch):
+    monkeypatch.setattr(rest, "DENSE_REST_MAX", 2)
+    terms, X, y, w, problem = _prepared(_odd_crossed_case(), reml)
+    assert isinstance(problem.rest, PackedRest) and problem.rest.q == 11 and problem.rest.n == 12
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        theta = rng.uniform(0.05, 2.0, size=problem.n_theta)
+        Z, Lam = dense_Z_lambda(terms, theta, problem)
+        expected, beta_dense, b_dense = dense_profiled(X, y, w, Z, Lam, reml)
+        assert problem.objective(theta) == pytest.approx(expected, rel=1e-9)
+        beta, b = problem.solve(problem.factorize(theta))
+        np.testing.assert_allclose(beta, beta_dense, rtol=1e-7, atol=1e-9 * np.abs(beta_dense).max())
+        np.testing.assert_allclose(np.concatenate([bt.ravel() for bt in b]), b_dense, rtol=1e-6, atol=1e-8 * np.abs(b_dense).max())
+
+
+def test_packed_factor_is_consumed_by_the_inverse(monkeypatch):
+    """The inverse overwrites the packed factor; using it afterwards raises instead of misreading it."""
+    monkeypatch.setattr(rest, "DENSE_REST_MAX", 2)
+    *_, problem = _problem("crossed3", True)
+    theta = np.array([0.5, 0.7, 0.3])
+    factor = problem.factorize(theta)
+    problem.rest.inverse_blocks(factor.Lrr, factor.lams[1:])
+    with pytest.raises(RuntimeError, match="holds the inverse"):
+        problem.rest.solve_upper(factor.Lrr, np.ones((problem.q_rest, 1)))
+    # the optimiser's cache never hands out a consumed factor
+    problem.objective_and_gradient(theta)
+    assert not problem.last_factorization(theta).Lrr.consumed
+
+
+def _fit(case, method):
+    X, y, groups, w = case.arrays()
+    model = MixedLinearRegressor(random_effects=case.spec["random_effects"], reml=(method == "reml"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return model.fit(X, y, groups=groups, sample_weight=w)
+
+
+@pytest.mark.parametrize("method", ["reml", "ml"])
+def test_packed_fit_matches_lme4(method, monkeypatch):
+    """crossed3 fitted through the packed path: lme4's optimum, and the dense path's estimates."""
+    case = load_case("crossed3")
+    dense = _fit(case, method)
+    monkeypatch.setattr(rest, "DENSE_REST_MAX", 2)
+    packed = _fit(case, method)
+    ref = case.reference[method]
+    assert packed.objective_ <= ref["objective"] + 1e-4
+    assert packed.objective_ >= ref["objective"] - 1e-2
+    np.testing.assert_allclose(packed.theta_, np.asarray(as_list(ref["theta"]), dtype=float), atol=2e-2)
+    # the same optimum as the dense path, and the same tables built from its factor
+    assert packed.objective_ == pytest.approx(dense.objective_, rel=1e-9)
+    np.testing.assert_allclose(packed.theta_, dense.theta_, rtol=1e-4)
+    np.testing.assert_allclose(packed.fixed_effects_["std_error"], dense.fixed_effects_["std_error"], rtol=1e-4)
+    for factor in dense.random_effects_cov_:
+        np.testing.assert_allclose(packed.random_effects_cov_[factor], dense.random_effects_cov_[factor], rtol=1e-3)
+    X, _, groups, _ = case.arrays()
+    low1 = dense.predict_interval(X.iloc[:20], groups=groups.iloc[:20])
+    low2 = packed.predict_interval(X.iloc[:20], groups=groups.iloc[:20])
+    np.testing.assert_allclose(np.asarray(low2), np.asarray(low1), rtol=1e-4)
+
+
+def test_packed_rest_refuses_random_slopes(monkeypatch):
+    monkeypatch.setattr(rest, "DENSE_REST_MAX", 2)
+    with pytest.raises(ValueError, match=r"\(h, k\) have .* only for terms with one column each"):
+        _problem("synthetic", True)
+
+
+def test_packed_rest_refuses_what_memory_cannot_hold(monkeypatch):
+    import sklmm._engine.rest as rest_module
+
+    monkeypatch.setattr(rest_module, "DENSE_REST_MAX", 2)
+    monkeypatch.setattr(rest_module, "physical_memory", lambda: 100)
+    with pytest.raises(ValueError, match=r"\(f2, f3\) have 20 random effects .* more than 60% of this machine's"):
+        _problem("crossed3", True)
