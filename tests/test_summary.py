@@ -234,3 +234,23 @@ def test_summary_of_a_model_without_random_effects():
     text = str(model.summary(ddf=None))
     assert "Number of obs: 50\n" in text
     assert " Residual" in text and "x0" in text and "x1" in text
+
+
+def test_weights_line_names_the_column_given_to_lmer_and_glmer():
+    """lme4 prints ``Weights: w`` for ``weights = w``; an X-form fit's weights are sample_weight."""
+    import sklmm
+    from sklmm.datasets import load_cbpp, load_sleepstudy
+
+    data = load_sleepstudy()
+    data["w"] = np.linspace(0.5, 1.5, len(data))
+    model = sklmm.lmer("Reaction ~ Days + (Days | Subject)", data, weights="w")
+    assert "\nWeights: w\n" in str(model.summary(ddf=None))
+    assert "Weights" not in str(sklmm.lmer("Reaction ~ Days + (Days | Subject)", data).summary(ddf=None))
+    # the same estimator refitted through fit() with an array: the label goes with the fit
+    X = data[["Days", "Subject", "Reaction"]]
+    model.fit(X, data["Reaction"], sample_weight=data["w"].to_numpy())
+    assert "\nWeights: sample_weight\n" in str(model.summary(ddf=None))
+    cbpp = load_cbpp()
+    cbpp["proportion"] = cbpp["incidence"] / cbpp["size"]
+    glmm = sklmm.glmer("proportion ~ period + (1 | herd)", cbpp, family="binomial", weights="size")
+    assert "\nWeights: size\n" in str(glmm.summary())

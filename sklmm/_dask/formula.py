@@ -311,6 +311,7 @@ def fit_formula(est, data, y, sample_weight, *, response: str | None = None, for
     est.n_features_in_ = len(data.columns)
     est._design = design
     est._formula_text = formula_text
+    est._weights_label = sample_weight if isinstance(sample_weight, str) else None
     est._training_data = None
     est._training_fingerprint = None
     est._fitted_on_dask = True

@@ -69,7 +69,8 @@ def lmer(formula, data, *, reml=True, weights=None, max_iter=10_000):
     response = _response(parts.response, data)
     sample_weight = _weights(weights, data)
     estimator._validate_params()
-    return estimator._fit_formula(data, response, None, sample_weight, formula_text=formula.strip())
+    label = weights if isinstance(weights, str) else None
+    return estimator._fit_formula(data, response, None, sample_weight, formula_text=formula.strip(), weights_label=label)
 
 
 def _response(expression: str, data: pd.DataFrame) -> np.ndarray:

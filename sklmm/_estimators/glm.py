@@ -138,7 +138,7 @@ class _MixedGLMBase(BaseEstimator):
             return self._fit(X, numeric_y(y), groups, sample_weight, offset, family)
         return self._fit_formula(X, y, groups, sample_weight, offset, family, numeric_y)
 
-    def _fit_formula(self, X, y, groups, sample_weight, offset, family, numeric_y, *, formula_text=None, trials=None):
+    def _fit_formula(self, X, y, groups, sample_weight, offset, family, numeric_y, *, formula_text=None, trials=None, weights_label=None):
         """fit() for a formula model, as :meth:`MixedLinearRegressor._fit_formula`."""
         import pandas as pd
 
@@ -176,6 +176,7 @@ class _MixedGLMBase(BaseEstimator):
         self.n_features_in_ = X.shape[1]
         self._design = design
         self._formula_text = formula_text
+        self._weights_label = weights_label  # glmer(weights="w"): the summary's Weights line
         self._training_fingerprint = None
         names = design.fixed_columns_without_intercept()
         data = GlmmData(encoded.X, y, frame, weights, offset, design.specs, names, design.has_intercept, slopes=encoded.slopes, trials=trials)
@@ -785,6 +786,7 @@ def glmer(formula, data, *, family, link=None, weights=None, nagq=1, max_iter=10
     fam = make_family(family, link)
     return estimator._fit_formula(
         data, response, None, sample_weight, None, fam, _numeric_response, formula_text=formula.strip(), trials=trials,
+        weights_label=weights if isinstance(weights, str) else None,
     )
 
 

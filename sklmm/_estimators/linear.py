@@ -294,7 +294,7 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         self._training_fingerprint = X_fingerprint
         return self._fit_data(TrainingData(X, y, frame, weights, specs, names, self.fit_intercept))
 
-    def _fit_formula(self, X, y, groups, sample_weight, *, formula_text=None):
+    def _fit_formula(self, X, y, groups, sample_weight, *, formula_text=None, weights_label=None):
         """fit() for a formula model: X holds every column the formula names."""
         if self.random_effects is not None:
             raise ValueError(
@@ -336,6 +336,7 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         self.n_features_in_ = X.shape[1]
         self._design = design
         self._formula_text = formula_text
+        self._weights_label = weights_label  # lmer(weights="w"): the summary's Weights line
         self._training_fingerprint = None
         names = design.fixed_columns_without_intercept()
         data = TrainingData(

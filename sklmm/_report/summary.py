@@ -27,6 +27,12 @@ DIGITS = 4
 COR_MAX = 12
 
 
+def _weights_label(est) -> str:
+    """The name lme4 prints after ``Weights:``: the column given as lmer/glmer's ``weights=``."""
+    label = getattr(est, "_weights_label", None) if getattr(est, "_formula_text", None) else None
+    return label or "sample_weight"
+
+
 def formula(est) -> str:
     """The model in lme4's formula notation; the response is called ``y``.
 
@@ -119,6 +125,8 @@ class ModelSummary:
     fixed_effects: pd.DataFrame
     fixed_effects_correlation: pd.DataFrame
     weighted: bool = False
+    #: what the Weights line names: the column of lmer/glmer(weights="w"), else sample_weight
+    weights_label: str = "sample_weight"
     messages: list = field(default_factory=list)
     ddf: str | None = None
     class_name: str = "MixedLinearRegressor"
@@ -138,7 +146,7 @@ class ModelSummary:
     def _lines(self) -> list[str]:
         lines = self._header_lines()
         if self.weighted:
-            lines.append("Weights: sample_weight")
+            lines.append(f"Weights: {self.weights_label}")
         lines.append("")
         lines.extend(self._criterion_lines())
         lines.append("")
@@ -546,6 +554,7 @@ def summarize(est, ddf="satterthwaite") -> ModelSummary:
         fixed_effects=fixed,
         fixed_effects_correlation=correlation,
         weighted=data is not None and data.weights is not None,
+        weights_label=_weights_label(est),
         messages=_messages(est),
         ddf=ddf,
     )
@@ -718,6 +727,7 @@ def summarize_glmm(est) -> GlmmSummary:
         # a cbind() response's totals are prior weights, but lme4 prints a weights line only for weights=
         weighted=data is not None and data.weights is not None
         and (getattr(data, "trials", None) is None or not np.array_equal(data.weights, data.trials)),
+        weights_label=_weights_label(est),
         messages=_messages(est),
         class_name=type(est).__name__,
         family=f"{est.family_}  ( {est.link_} )",
