@@ -166,3 +166,14 @@ def test_packed_rest_refuses_what_memory_cannot_hold(monkeypatch):
     monkeypatch.setattr(rest_module, "physical_memory", lambda: 100)
     with pytest.raises(ValueError, match=r"\(f2, f3\) have 20 random effects .* more than 60% of this machine's"):
         _problem("crossed3", True)
+
+
+def test_packed_rest_refuses_incidences_memory_cannot_hold(monkeypatch):
+    """Heavy levels of the first factor (users rating thousands of items) grow the pair structure
+    with the square of their counts: refused with the count, before anything is built."""
+    import sklmm._engine.rest as rest_module
+
+    monkeypatch.setattr(rest_module, "DENSE_REST_MAX", 2)
+    monkeypatch.setattr(rest_module, "physical_memory", lambda: 64 * 1024)
+    with pytest.raises(ValueError, match=r"\(f2, f3\) are crossed with it through [\d,]+ \(level, pair of rest levels\) incidences"):
+        _problem("crossed3", True)

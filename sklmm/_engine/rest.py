@@ -31,13 +31,15 @@ import scipy.sparse as sp
 from scipy.linalg import lapack
 
 from . import smallblocks
-from .crossblock import PairCross, make_cross
+from .crossblock import PairCross, _pair_incidences, make_cross
 from .packedrest import MEMORY_FRACTION, PackedRest, packed_bytes, physical_memory
 
 #: A dense rest block larger than this (q_r) would need q_r^2 doubles several
 #: times over (A_rr, the factor, the inverse): beyond it the rest terms are held
 #: by :class:`sklmm._engine.packedrest.PackedRest` (one packed triangle, in place).
 DENSE_REST_MAX = 20_000
+#: Bytes per (level, pair) incidence that building a PairCross takes at its peak.
+PAIR_BYTES = 64
 
 
 def _cholesky(a: np.ndarray) -> np.ndarray:
@@ -118,6 +120,18 @@ def _packed_rest(rest_terms, layout, Ar0, Arr, AXr, m0: int, p0: int) -> PackedR
             f"{MEMORY_FRACTION:.0%} of this machine's {available / 2**30:.1f} GiB of memory. "
             "Simplify the model (fewer levels on these factors), or make a factor nested in the "
             "largest one (its levels within one level of it), which needs no dense block."
+        )
+    incidences = _pair_incidences(Ar0, m0, p0)
+    pair_bytes = PAIR_BYTES * incidences * p0 * p0
+    if available is not None and needed + pair_bytes > MEMORY_FRACTION * available:
+        raise ValueError(
+            f"the random-effects terms after the one with most levels ({names}) are crossed with it "
+            f"through {incidences:,} (level, pair of rest levels) incidences, the sum over its "
+            f"levels of k (k + 1) / 2 for a level touching k rest levels: holding them takes about "
+            f"{pair_bytes / 2**30:.0f} GiB beside the {needed / 2**30:.1f} GiB of the factor, more "
+            f"than {MEMORY_FRACTION:.0%} of this machine's {available / 2**30:.1f} GiB of memory. "
+            "Levels of the largest factor that touch thousands of rest levels (heavy users rating "
+            "thousands of items) make it grow with the square of their counts."
         )
     return PackedRest(layout, Arr, AXr, PairCross(Ar0, m0, p0))
 
