@@ -282,6 +282,69 @@ def check_table(points: list[dict], lme4: dict) -> list[str]:
     return lines
 
 
+def pair_counts(user: np.ndarray, item: np.ndarray, chunk_entries: float = 4e7) -> dict:
+    """The item x item structure of the Gram correction A_iu W0 A_ui of a users x items model.
+
+    ``pairs``: distinct item pairs i > j rated by a common user (the nonzeros
+    of the Gram correction's strict lower triangle); ``sum_n2``: sum over
+    users of (ratings per user)^2 (the multiply-adds of forming it as a sum
+    of per-user outer products; ``sum_pairs_by_user`` = sum n (n - 1) / 2 the
+    pair incidences, each pair counted once per common user).  Computed by a
+    sparse product Z_i' Z_u Z_u' Z_i in chunks of item rows.
+    """
+    import scipy.sparse as sp
+
+    users, items = int(user.max()) + 1, int(item.max()) + 1
+    ones = np.ones(len(user), dtype=np.float32)
+    Ziu = sp.csr_matrix((ones, (item, user)), shape=(items, users))
+    Zui = Ziu.T.tocsr()
+    per_user = np.bincount(user, minlength=users).astype(np.float64)
+    step = max(1, int(chunk_entries // items))
+    pairs = 0
+    start = time.perf_counter()
+    for a in range(0, items, step):
+        block = (Ziu[a:a + step] @ Zui).tocsr()
+        rows = np.repeat(np.arange(a, a + block.shape[0]), np.diff(block.indptr))
+        pairs += int(np.count_nonzero(block.indices < rows))
+    return dict(
+        rows=len(user), users=users, items=items, pairs=pairs,
+        density=pairs / (items * (items - 1) / 2), sum_n2=float((per_user**2).sum()),
+        sum_pairs_by_user=float((per_user * (per_user - 1) / 2).sum()), max_per_user=int(per_user.max()),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def measure_pairs(scales: list[float]) -> None:
+    """``--pairs``: pair counts of ml_latest_shape at the scales; sum n^2 also at scale 1 (from the counts alone)."""
+    from .problems import ML_LATEST_ITEMS, ML_LATEST_ROWS, ML_LATEST_USERS, _ml_latest_counts, ml_latest_pairs
+
+    lines = [
+        f"# python -m benchmarks.crossed_large --pairs {' '.join(f'{s:g}' for s in scales)}  "
+        f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load {load_average()})",
+        "# ml_latest_shape: item x item Gram correction A_iu W0 A_ui of y ~ 1 + (1 | user) + (1 | item)",
+        f"{'scale':>6s} {'rows':>11s} {'users':>8s} {'items':>7s} {'max n_u':>8s} {'pairs i>j':>14s} {'density':>8s} "
+        f"{'sum n_u^2':>11s} {'sum n(n-1)/2':>13s} {'generate s':>10s} {'count s':>8s}",
+    ]
+    print("\n".join(lines), flush=True)
+    for scale in scales:
+        start = time.perf_counter()
+        user, item, _ = ml_latest_pairs(scale)
+        generate = time.perf_counter() - start
+        c = pair_counts(user, item)
+        del user, item
+        line = (f"{scale:6g} {c['rows']:11,d} {c['users']:8,d} {c['items']:7,d} {c['max_per_user']:8,d} {c['pairs']:14,d} "
+                f"{c['density']:8.4f} {c['sum_n2']:11.4g} {c['sum_pairs_by_user']:13.4g} {generate:10.1f} {c['seconds']:8.1f}")
+        print(line, flush=True)
+        lines.append(line)
+    counts = _ml_latest_counts(np.random.default_rng(20261130), ML_LATEST_USERS, ML_LATEST_ITEMS, ML_LATEST_ROWS).astype(float)
+    line = (f"{1:6g} {ML_LATEST_ROWS:11,d} {ML_LATEST_USERS:8,d} {ML_LATEST_ITEMS:7,d} {int(counts.max()):8,d} {'':>14s} {'':>8s} "
+            f"{(counts**2).sum():11.4g} {(counts * (counts - 1) / 2).sum():13.4g}   (the counts per user alone)")
+    print(line, flush=True)
+    lines.append(line)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "ml_latest_pairs_latest.txt").write_text("\n".join(lines) + "\n")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problem", default="crossed_600k_60k_30k", choices=LARGE_PROBLEMS)
@@ -293,7 +356,12 @@ def main(argv=None) -> None:
     parser.add_argument("--step", type=float, default=1e-3, help="relative step of the neighbours")
     parser.add_argument("--check-limit", type=float, default=6 * 3600.0, help="seconds before the lme4 check is killed")
     parser.add_argument("--system-blas", action="store_true", help="run R with its system BLAS, not OpenBLAS")
+    parser.add_argument("--pairs", nargs="+", type=float, metavar="SCALE",
+                        help="only count co-rated item pairs of ml_latest_shape at these scales")
     args = parser.parse_args(argv)
+    if args.pairs:
+        measure_pairs(args.pairs)
+        return
 
     problem = PROBLEMS[args.problem](args.scale)
     stem = f"crossed_large_{problem.name}_latest"
