@@ -241,15 +241,24 @@ def lme4_devfun(problem_spec: dict, folder: Path, points: list[dict], *, system_
             folder=str(folder), n=problem_spec["n"], formula=problem_spec["lme4_formula"], reml=problem_spec["reml"],
             groups=problem_spec["groups"], columns=columns, points=points,
         )))
-        process = subprocess.Popen(["Rscript", str(R_SCRIPT), str(check), str(answer)], env=r_environment(system_blas),
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        try:
-            out, err = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-            process.communicate()
-            return dict(error=f"no result in {timeout:g} s (Rscript killed)")
+        errors = Path(scratch) / "stderr.txt"
+        with open(errors, "w") as stderr:
+            process = subprocess.Popen(["Rscript", str(R_SCRIPT), str(check), str(answer)], env=r_environment(system_blas),
+                                       stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True)
+            killed = []
+            timer = threading.Timer(timeout, lambda: (killed.append(True), os.killpg(process.pid, 9)))
+            timer.start()
+            out = []
+            for line in process.stdout:  # R's progress, as it comes (an evaluation can take minutes)
+                print(f"  R| {line.rstrip()}", flush=True)
+                out.append(line)
+            process.wait()
+            timer.cancel()
+        out = "".join(out)
+        if killed:
+            return dict(error=f"no result in {timeout:g} s (Rscript killed)", stdout=out)
         if process.returncode != 0 or not answer.exists():
+            err = errors.read_text()
             return dict(error=f"Rscript exit {process.returncode}: " + " | ".join(err.strip().splitlines()[-3:]), stdout=out)
         result = json.loads(answer.read_text())
         result["stdout"] = out
@@ -314,6 +323,34 @@ def pair_counts(user: np.ndarray, item: np.ndarray, chunk_entries: float = 4e7) 
     )
 
 
+def co_rated(user: np.ndarray, item: np.ndarray, first: np.ndarray, second: np.ndarray, chunk: int = 5_000) -> np.ndarray:
+    """Whether items ``first[k]`` and ``second[k]`` have a user in common, for each k (a boolean array)."""
+    import scipy.sparse as sp
+
+    users, items = int(user.max()) + 1, int(item.max()) + 1
+    Ziu = sp.csr_matrix((np.ones(len(user), dtype=np.float32), (item, user)), shape=(items, users))
+    out = np.empty(len(first), dtype=bool)
+    for a in range(0, len(first), chunk):
+        both = Ziu[first[a:a + chunk]].multiply(Ziu[second[a:a + chunk]])
+        out[a:a + chunk] = np.asarray(both.sum(axis=1)).ravel() > 0
+    return out
+
+
+def sampled_density(user: np.ndarray, item: np.ndarray, k: int = 100_000, seed: int = 0) -> tuple[float, float]:
+    """Share of item pairs i > j co-rated, estimated on k uniformly drawn pairs; (estimate, standard error)."""
+    items = int(item.max()) + 1
+    rng = np.random.default_rng(seed)
+    first, second = rng.integers(0, items, size=(2, 2 * k))
+    keep = first != second
+    first, second = first[keep][:k], second[keep][:k]
+    share = float(co_rated(user, item, first, second).mean())
+    return share, (share * (1 - share) / len(first)) ** 0.5
+
+
+#: Above this sum of (ratings per user)^2 the pairs are estimated from a sample of item pairs, not counted.
+EXACT_PAIRS_MAX_WORK = 2e9
+
+
 def measure_pairs(scales: list[float]) -> None:
     """``--pairs``: pair counts of ml_latest_shape at the scales; sum n^2 also at scale 1 (from the counts alone)."""
     from .problems import ML_LATEST_ITEMS, ML_LATEST_ROWS, ML_LATEST_USERS, _ml_latest_counts, ml_latest_pairs
@@ -330,9 +367,23 @@ def measure_pairs(scales: list[float]) -> None:
         start = time.perf_counter()
         user, item, _ = ml_latest_pairs(scale)
         generate = time.perf_counter() - start
-        c = pair_counts(user, item)
+        per_user = np.bincount(user).astype(np.float64)
+        if (per_user**2).sum() <= EXACT_PAIRS_MAX_WORK:
+            c = pair_counts(user, item)
+            pairs = f"{c['pairs']:14,d}"
+        else:  # 100,000 random item pairs: the share co-rated, +- its standard error
+            start = time.perf_counter()
+            items = int(item.max()) + 1
+            share, se = sampled_density(user, item)
+            total = items * (items - 1) / 2
+            c = dict(rows=len(user), users=len(per_user), items=items, max_per_user=int(per_user.max()), density=share,
+                     sum_n2=float((per_user**2).sum()), sum_pairs_by_user=float((per_user * (per_user - 1) / 2).sum()),
+                     seconds=time.perf_counter() - start)
+            pairs = f"~{share * total / 1e6:,.0f}M+-{se * total / 1e6:,.0f}M"
+            print(f"# scale {scale:g}: pairs estimated from 100,000 random item pairs: share {share:.4f} +- {se:.4f} (s.e.)", flush=True)
+            lines.append(f"# scale {scale:g}: pairs estimated from 100,000 random item pairs: share co-rated {share:.4f} +- {se:.4f} (s.e.)")
         del user, item
-        line = (f"{scale:6g} {c['rows']:11,d} {c['users']:8,d} {c['items']:7,d} {c['max_per_user']:8,d} {c['pairs']:14,d} "
+        line = (f"{scale:6g} {c['rows']:11,d} {c['users']:8,d} {c['items']:7,d} {c['max_per_user']:8,d} {pairs:>14s} "
                 f"{c['density']:8.4f} {c['sum_n2']:11.4g} {c['sum_pairs_by_user']:13.4g} {generate:10.1f} {c['seconds']:8.1f}")
         print(line, flush=True)
         lines.append(line)

@@ -47,7 +47,8 @@ for (name in names(check$columns)) {
 }
 data <- as.data.frame(data, check.names = FALSE)
 # lme4 orders the random-effects terms by decreasing number of levels (as sklmm's theta_).
-levels_of <- sort(sapply(check$groups, function(g) nlevels(data[[g]])), decreasing = TRUE)
+groups <- unlist(check$groups)
+levels_of <- sort(sapply(groups, function(g) nlevels(data[[g]]), USE.NAMES = TRUE), decreasing = TRUE)
 cat(sprintf("%s rows; terms in theta's order: %s\n", format(n, big.mark = ","),
             paste(sprintf("%s (%s levels)", names(levels_of), format(levels_of, big.mark = ",")), collapse = ", ")))
 

@@ -386,7 +386,8 @@ def ml_latest_pairs(scale: float = 1.0, seed: int = 20261130) -> tuple[np.ndarra
         extra_user = np.repeat(np.arange(users, dtype=np.int64), missing)
         redraw = rng.choice(items, size=len(extra_user), p=popularity) if rounds <= POPULAR_ROUNDS else rng.integers(0, items, size=len(extra_user))
         extra = np.unique(extra_user * items + redraw)
-        extra = extra[~np.isin(extra, keys, assume_unique=True)]
+        at = np.minimum(np.searchsorted(keys, extra), len(keys) - 1)
+        extra = extra[keys[at] != extra]  # not rated yet
         keys = np.sort(np.concatenate([keys, extra]), kind="stable")
         if rounds > 200:
             raise RuntimeError("ml_latest_pairs: redrawing repeated pairs did not finish")

@@ -7,7 +7,7 @@ benchmarks/crossed_large.py against a dense brute force; no timings.
 import numpy as np
 import pytest
 
-from benchmarks.crossed_large import neighbour_points, pair_counts
+from benchmarks.crossed_large import co_rated, neighbour_points, pair_counts
 from benchmarks.problems import PROBLEMS, ml_latest_pairs, ml_latest_shape
 
 
@@ -45,6 +45,8 @@ def test_pair_counts_against_brute_force(seed):
     gram = Z_i.T @ Z_u @ Z_u.T @ Z_i
     assert counts["pairs"] == np.count_nonzero(np.tril(gram, -1))
     assert counts["sum_n2"] == (Z_u.sum(axis=0) ** 2).sum()
+    first, second = np.tril_indices(item.max() + 1, -1)
+    np.testing.assert_array_equal(co_rated(user, item, first, second, chunk=50), gram[first, second] > 0)
 
 
 def test_neighbour_points():
