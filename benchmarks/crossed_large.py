@@ -285,7 +285,8 @@ def check_table(points: list[dict], lme4: dict) -> list[str]:
         f"lme4 at sklmm's theta vs sklmm's objective: relative difference {relative:+.2e}; "
         f"every neighbour higher in lme4's objective: {all(r > 0 for r in rises)} (smallest rise {min(rises):.3e}): the confirmation {verdict}",
         f"lme4 setup (lmer devFunOnly=TRUE, incl. one factorisation) {lme4['setup_seconds']:.2f} s; "
-        f"devfun evaluations {min(r['seconds'] for r in lme4['points']):.2f}-{max(r['seconds'] for r in lme4['points']):.2f} s; "
+        f"devfun evaluations {min(r['seconds'] for r in lme4['points']):.2f}-{max(r['seconds'] for r in lme4['points']):.2f} s "
+        f"(CPU {min(r.get('cpu_seconds', float('nan')) for r in lme4['points']):.2f}-{max(r.get('cpu_seconds', float('nan')) for r in lme4['points']):.2f} s, all threads); "
         f"R BLAS: {lme4['blas']}",
     ]
     return lines
@@ -434,14 +435,17 @@ def main(argv=None) -> None:
 
     if args.check_only:
         record = json.loads(json_path.read_text())
-        model = None
+        model, measured = None, record["sklmm"]
+        say("", f"sklmm: the fit of {record['sklmm'].get('when', 'an earlier run')} (--check-only: not fitted again)")
     elif "sklmm" in args.libraries or not args.no_check:
         model, measured = fit_sklmm(problem)
+        measured["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         record["sklmm"] = measured
         import sklmm
 
-        say("", f"sklmm {sklmm.__version__} ({Path(sklmm.__file__).parent})",
-            f"  load before {measured['load_before']}, after {measured['load_after']}")
+        say("", f"sklmm {sklmm.__version__} ({Path(sklmm.__file__).parent})")
+    if args.check_only or "sklmm" in args.libraries or not args.no_check:
+        say(f"  load before {measured['load_before']}, after {measured['load_after']}")
         if measured["error"]:
             say(f"  no fit after {measured['seconds']:.1f} s: {measured['error']}")
         else:
