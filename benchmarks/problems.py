@@ -337,11 +337,16 @@ def _ml_latest_counts(rng: np.random.Generator, users: int, items: int, n: int) 
 def ml_latest_popularity(items: int) -> np.ndarray:
     """Item probabilities, Zipf-Mandelbrot: proportional to (rank + 500 s)^-2.45, s = items / 53,883.
 
-    At scale 1 with 27.7 million ratings: about 80,000 for the most rated item
-    (ml-latest's most rated film has about 98,000), a median of 4-5 and 56%
-    of the items expected to have 6 or fewer ratings (the book: "over half of
-    the movies were rated 6 or fewer times").  The offset grows with the
-    scale, so an item's expected ratings depend only on its relative rank.
+    At scale 1 with 27.7 million ratings drawn with replacement: about 80,000
+    for the most rated item (ml-latest's most rated film has about 98,000), a
+    median of 4-5 and 56% of the items with 6 or fewer (the book, of the
+    25M data: "over half of the movies were rated 6 or fewer times").  As
+    generated (each user rates an item once, :func:`ml_latest_pairs`;
+    measured at scale 1): the most rated item 51,268, median 12, 34% of the
+    items with 6 or fewer ratings, 1.9% with one.  The offset grows with the
+    scale, so an item's expected ratings depend only on its relative rank;
+    at small scales an item cannot have more raters than there are users, so
+    the head is capped and the tail fuller (scale 0.05: median 118).
     """
     offset = 500.0 * items / ML_LATEST_ITEMS
     popularity = (np.arange(1, items + 1) + offset) ** -2.45
@@ -349,21 +354,44 @@ def ml_latest_popularity(items: int) -> np.ndarray:
 
 
 #: Rounds in which repeated (user, item) pairs are redrawn by popularity before uniformly.
-POPULAR_ROUNDS = 10
+POPULAR_ROUNDS = 50
+#: Users with more ratings than this draw them without replacement at once (Gumbel top-k).
+HEAVY_USER = 1_000
+
+
+def _top_k_by_popularity(rng: np.random.Generator, counts: np.ndarray, popularity: np.ndarray) -> np.ndarray:
+    """Item codes for users with ``counts`` ratings each, drawn without replacement by popularity.
+
+    Gumbel top-k (the k largest of log p_i + Gumbel noise are a sample
+    without replacement with probabilities proportional to p), in chunks of
+    users so that a chunk's keys hold about 2e7 numbers.
+    """
+    items = len(popularity)
+    log_p = np.log(popularity)
+    chunk = max(1, int(2e7 // items))
+    out = []
+    for a in range(0, len(counts), chunk):
+        k = counts[a:a + chunk]
+        keys = log_p[None, :] + rng.gumbel(size=(len(k), items))
+        order = np.argsort(-keys, axis=1)
+        out.append(order[np.arange(items)[None, :] < k[:, None]])  # row by row, each row's first k
+    return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
 
 
 def ml_latest_pairs(scale: float = 1.0, seed: int = 20261130) -> tuple[np.ndarray, np.ndarray, int]:
     """(user, item) codes of ml_latest_shape(scale), one row per distinct pair, rows in random order.
 
-    O(rows) memory, no Python loop over rows: counts per user
-    (:func:`_ml_latest_counts`), each item rated once (a permutation spread
-    over random rows), the other rows' items drawn by popularity; a user
-    rates an item at most once: repeated (user, item) pairs are dropped and
-    the user's missing ratings redrawn, by popularity for ``POPULAR_ROUNDS``
-    rounds, then uniformly over the items (the heaviest users, whose
-    remaining popular mass is tiny, end up rating obscure films), until none
-    is missing (each round a sort of the int64 keys).  Returns user codes,
-    item codes (int32) and the number of redraw rounds.
+    No Python loop over rows; memory O(rows) (plus a bounded chunk): counts
+    per user (:func:`_ml_latest_counts`); a user rates an item at most once,
+    items drawn by popularity (:func:`ml_latest_popularity`) without
+    replacement.  Heavy users (more than ``HEAVY_USER`` ratings, or a
+    twentieth of the items at small scales) draw theirs by Gumbel top-k
+    (:func:`_top_k_by_popularity`); the others draw with replacement, and a
+    repeated (user, item) pair is dropped and redrawn by popularity until
+    none is missing (uniformly after ``POPULAR_ROUNDS`` rounds; each round a
+    sort of the int64 keys).  Every item is rated once first (a permutation
+    spread over the other users' rows).  Returns user codes, item codes
+    (int32) and the number of redraw rounds.
     """
     rng = np.random.default_rng(seed)
     users = max(20, round(ML_LATEST_USERS * scale))
@@ -371,12 +399,18 @@ def ml_latest_pairs(scale: float = 1.0, seed: int = 20261130) -> tuple[np.ndarra
     # At tiny scales (below 0.005) 104 ratings a user would not fit in the items: at most a quarter of them.
     n = max(users * (ML_LATEST_MIN_PER_USER + 1), min(round(ML_LATEST_ROWS * scale), users * items // 4))
     counts = _ml_latest_counts(rng, users, items, n)
-    user = np.repeat(np.arange(users, dtype=np.int64), counts)
     popularity = ml_latest_popularity(items)
-    item = rng.choice(items, size=n, p=popularity)
-    item[rng.choice(n, size=items, replace=False)] = rng.permutation(items)  # every item rated
-    keys = np.unique(user * items + item)  # sorted, distinct
-    del user, item
+    heavy = counts > max(50, min(HEAVY_USER, items // 20))
+    if counts[~heavy].sum() < items:  # the permutation needs rows of the other users
+        heavy[:] = False
+    light_users = np.flatnonzero(~heavy).astype(np.int64)
+    user = np.repeat(light_users, counts[light_users])
+    item = rng.choice(items, size=len(user), p=popularity)
+    item[rng.choice(len(user), size=items, replace=False)] = rng.permutation(items)  # every item rated
+    heavy_users = np.flatnonzero(heavy).astype(np.int64)
+    heavy_keys = np.repeat(heavy_users, counts[heavy_users]) * items + _top_k_by_popularity(rng, counts[heavy_users], popularity)
+    keys = np.unique(np.concatenate([user * items + item, heavy_keys]))  # sorted, distinct
+    del user, item, heavy_keys
     rounds = 0
     while True:
         missing = counts - np.bincount(keys // items, minlength=users)
@@ -400,7 +434,8 @@ def ml_latest_shape(scale: float = 1.0) -> Problem:
 
     ``y ~ 1 + (1 | user) + (1 | item)``, the model MixedModels.jl fits to
     ml-latest (``rating ~ 1 + (1 | userId) + (1 | movieId)``).  Users rate
-    at least 5 items, 104 on average, heavy-tailed (lognormal weights); item
+    at least 5 items, 104 on average, median 35, the top 1% above 1,100, the
+    heaviest 27,006 (half the items), heavy-tailed (lognormal weights); item
     popularity is Zipf-like (:func:`ml_latest_popularity`); a user rates an
     item once (:func:`ml_latest_pairs`).  ``scale`` shrinks users, items and
     rows alike (ratings per user and per item keep their distributions,
