@@ -16,6 +16,10 @@ crossed_500k                500,000     ``y ~ 1 + x1 + x2 + (1 | user) + (1 | it
                                         50,000 users x 2,000 items
 insteval                    73,421      ``y ~ 1 + (1 | s) + (1 | d) + (1 | dept)``,
                                         lme4's InstEval (2,972 x 1,128 x 14)
+crossed_600k_60k_30k        600,000     ``y ~ 1 + x1 + x2 + (1 | user) + (1 | item)``,
+                                        60,000 users x 30,000 items (by name only)
+ml_latest_shape             27,716,748  ``y ~ 1 + (1 | user) + (1 | item)``, MovieLens
+                                        ml-latest's shape: 266,980 x 53,883 (by name only)
 ==========================  ==========  ============================================
 
 All problems are fitted by REML (lme4's default).  Simulated problems use
@@ -307,6 +311,161 @@ def crossed_600k_60k_30k(scale: float = 1.0) -> Problem:
     )
 
 
+#: MovieLens ml-latest as MixedModels.jl fitted it (EmbraceUncertainty, data/sizespeed.csv, mc=1, uc=5).
+ML_LATEST_ROWS, ML_LATEST_USERS, ML_LATEST_ITEMS = 27_716_748, 266_980, 53_883
+#: Ratings per user at least this (MixedModels.jl's user cutoff, uc=5).
+ML_LATEST_MIN_PER_USER = 5
+
+
+def _ml_latest_counts(rng: np.random.Generator, users: int, items: int, n: int) -> np.ndarray:
+    """Ratings per user: 5 + a multinomial share of the rest by lognormal weights (sigma 1.55).
+
+    Heavy-tailed as ml-latest's (median about a third of the mean of 104, a
+    few users with many thousands); a user's expected count is capped at half
+    the items (it only binds at small scales).  Sums to n exactly.
+    """
+    weights = rng.lognormal(0.0, 1.55, size=users)
+    rest = n - ML_LATEST_MIN_PER_USER * users
+    cap = max(1.0, items / 2 - ML_LATEST_MIN_PER_USER)
+    for _ in range(50):  # clip at the cap and renormalise until (almost) no share is above it
+        weights = np.minimum(weights / weights.sum() * rest, cap)
+        if weights.sum() >= rest * (1 - 1e-9):
+            break
+    return ML_LATEST_MIN_PER_USER + rng.multinomial(rest, weights / weights.sum())
+
+
+def ml_latest_popularity(items: int) -> np.ndarray:
+    """Item probabilities, Zipf-Mandelbrot: proportional to (rank + 500 s)^-2.45, s = items / 53,883.
+
+    At scale 1 with 27.7 million ratings drawn with replacement: about 80,000
+    for the most rated item (ml-latest's most rated film has about 98,000), a
+    median of 4-5 and 56% of the items with 6 or fewer (the book, of the
+    25M data: "over half of the movies were rated 6 or fewer times").  As
+    generated (each user rates an item once, :func:`ml_latest_pairs`;
+    measured at scale 1): the most rated item 51,268, median 12, 34% of the
+    items with 6 or fewer ratings, 1.9% with one.  The offset grows with the
+    scale, so an item's expected ratings depend only on its relative rank;
+    at small scales an item cannot have more raters than there are users, so
+    the head is capped and the tail fuller (scale 0.05: median 118).
+    """
+    offset = 500.0 * items / ML_LATEST_ITEMS
+    popularity = (np.arange(1, items + 1) + offset) ** -2.45
+    return popularity / popularity.sum()
+
+
+#: Rounds in which repeated (user, item) pairs are redrawn by popularity before uniformly.
+POPULAR_ROUNDS = 50
+#: Users with more ratings than this draw them without replacement at once (Gumbel top-k).
+HEAVY_USER = 1_000
+
+
+def _top_k_by_popularity(rng: np.random.Generator, counts: np.ndarray, popularity: np.ndarray) -> np.ndarray:
+    """Item codes for users with ``counts`` ratings each, drawn without replacement by popularity.
+
+    Gumbel top-k (the k largest of log p_i + Gumbel noise are a sample
+    without replacement with probabilities proportional to p), in chunks of
+    users so that a chunk's keys hold about 2e7 numbers.
+    """
+    items = len(popularity)
+    log_p = np.log(popularity)
+    chunk = max(1, int(2e7 // items))
+    out = []
+    for a in range(0, len(counts), chunk):
+        k = counts[a:a + chunk]
+        keys = log_p[None, :] + rng.gumbel(size=(len(k), items))
+        order = np.argsort(-keys, axis=1)
+        out.append(order[np.arange(items)[None, :] < k[:, None]])  # row by row, each row's first k
+    return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
+
+
+def ml_latest_pairs(scale: float = 1.0, seed: int = 20261130) -> tuple[np.ndarray, np.ndarray, int]:
+    """(user, item) codes of ml_latest_shape(scale), one row per distinct pair, rows in random order.
+
+    No Python loop over rows; memory O(rows) (plus a bounded chunk): counts
+    per user (:func:`_ml_latest_counts`); a user rates an item at most once,
+    items drawn by popularity (:func:`ml_latest_popularity`) without
+    replacement.  Heavy users (more than ``HEAVY_USER`` ratings, or a
+    twentieth of the items at small scales) draw theirs by Gumbel top-k
+    (:func:`_top_k_by_popularity`); the others draw with replacement, and a
+    repeated (user, item) pair is dropped and redrawn by popularity until
+    none is missing (uniformly after ``POPULAR_ROUNDS`` rounds; each round a
+    sort of the int64 keys).  Every item is rated once first (a permutation
+    spread over the other users' rows).  Returns user codes, item codes
+    (int32) and the number of redraw rounds.
+    """
+    rng = np.random.default_rng(seed)
+    users = max(20, round(ML_LATEST_USERS * scale))
+    items = max(20, round(ML_LATEST_ITEMS * scale))
+    # At tiny scales (below 0.005) 104 ratings a user would not fit in the items: at most a quarter of them.
+    n = max(users * (ML_LATEST_MIN_PER_USER + 1), min(round(ML_LATEST_ROWS * scale), users * items // 4))
+    counts = _ml_latest_counts(rng, users, items, n)
+    popularity = ml_latest_popularity(items)
+    heavy = counts > max(50, min(HEAVY_USER, items // 20))
+    if counts[~heavy].sum() < items:  # the permutation needs rows of the other users
+        heavy[:] = False
+    light_users = np.flatnonzero(~heavy).astype(np.int64)
+    user = np.repeat(light_users, counts[light_users])
+    item = rng.choice(items, size=len(user), p=popularity)
+    item[rng.choice(len(user), size=items, replace=False)] = rng.permutation(items)  # every item rated
+    heavy_users = np.flatnonzero(heavy).astype(np.int64)
+    heavy_keys = np.repeat(heavy_users, counts[heavy_users]) * items + _top_k_by_popularity(rng, counts[heavy_users], popularity)
+    keys = np.unique(np.concatenate([user * items + item, heavy_keys]))  # sorted, distinct
+    del user, item, heavy_keys
+    rounds = 0
+    while True:
+        missing = counts - np.bincount(keys // items, minlength=users)
+        if not missing.any():
+            break
+        rounds += 1
+        extra_user = np.repeat(np.arange(users, dtype=np.int64), missing)
+        redraw = rng.choice(items, size=len(extra_user), p=popularity) if rounds <= POPULAR_ROUNDS else rng.integers(0, items, size=len(extra_user))
+        extra = np.unique(extra_user * items + redraw)
+        at = np.minimum(np.searchsorted(keys, extra), len(keys) - 1)
+        extra = extra[keys[at] != extra]  # not rated yet
+        keys = np.sort(np.concatenate([keys, extra]), kind="stable")
+        if rounds > 200:
+            raise RuntimeError("ml_latest_pairs: redrawing repeated pairs did not finish")
+    keys = keys[rng.permutation(len(keys))]
+    return (keys // items).astype(np.int32), (keys % items).astype(np.int32), rounds
+
+
+def ml_latest_shape(scale: float = 1.0) -> Problem:
+    """A synthetic MovieLens ml-latest: 27.7 million ratings, 266,980 users x 53,883 items at scale 1.
+
+    ``y ~ 1 + (1 | user) + (1 | item)``, the model MixedModels.jl fits to
+    ml-latest (``rating ~ 1 + (1 | userId) + (1 | movieId)``).  Users rate
+    at least 5 items, 104 on average, median 35, the top 1% above 1,100, the
+    heaviest 27,006 (half the items), heavy-tailed (lognormal weights); item
+    popularity is Zipf-like (:func:`ml_latest_popularity`); a user rates an
+    item once (:func:`ml_latest_pairs`).  ``scale`` shrinks users, items and
+    rows alike (ratings per user and per item keep their distributions,
+    except that a user's share is capped at half the items).  y = 3.5 +
+    b_user + b_item + e with sd 0.45, 0.5 and sigma 0.85, continuous.
+
+    Examples
+    --------
+    >>> from benchmarks.problems import ml_latest_shape
+    >>> small = ml_latest_shape(0.002)
+    >>> small.n_levels(), small.n
+    ({'user': 534, 'item': 108}, 14418)
+    """
+    user, item, _ = ml_latest_pairs(scale)
+    users, items = int(user.max()) + 1, int(item.max()) + 1
+    rng = np.random.default_rng(20261131)
+    n = len(user)
+    y = 3.5 + 0.45 * rng.standard_normal(users)[user] + 0.5 * rng.standard_normal(items)[item] + 0.85 * rng.standard_normal(n)
+    data = pd.DataFrame({"y": y})
+    data["user"] = pd.Categorical.from_codes(user, categories=np.arange(users))
+    data["item"] = pd.Categorical.from_codes(item, categories=np.arange(items))
+    return Problem(
+        name="ml_latest_shape" if scale == 1 else f"ml_latest_shape@{scale:g}",
+        description=f"simulated with MovieLens ml-latest's shape: {n:,} rows, {users:,} users x {items:,} items (Zipf-like popularity), (1 | user) + (1 | item)",
+        data=data, response="y", fixed=[], groups=["user", "item"],
+        random_effects="(1 | user) + (1 | item)", lme4_formula="y ~ 1 + (1 | user) + (1 | item)",
+        source="simulated, seeds 20261130 (design) and 20261131 (response)",
+    )
+
+
 def _insteval_frame() -> tuple[pd.DataFrame, str]:
     """lme4's InstEval (s, d, dept, service, y): cached export from R, else mixedlm's copy."""
     cached = CACHE / "InstEval.csv"
@@ -368,9 +527,10 @@ PROBLEMS: dict[str, Callable[[float], Problem]] = {
     "crossed_500k": crossed_500k,
     "random_intercept_2m": random_intercept_2m,
     "crossed_600k_60k_30k": crossed_600k_60k_30k,
+    "ml_latest_shape": ml_latest_shape,
 }
 #: Problems run only when named (``all`` leaves them out): lme4 and mixedlm do not finish them.
-BY_NAME_ONLY = {"crossed_600k_60k_30k"}
+BY_NAME_ONLY = {"crossed_600k_60k_30k", "ml_latest_shape"}
 
 #: --quick: the simulated problems shrunk to this fraction of their rows and groups.
 QUICK_SCALE = 0.02
