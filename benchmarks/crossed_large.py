@@ -410,6 +410,8 @@ def main(argv=None) -> None:
                         help="evaluate only the first N points (theta_hat first; each lme4 evaluation takes minutes at full scale)")
     parser.add_argument("--check-limit", type=float, default=6 * 3600.0, help="seconds before the lme4 check is killed")
     parser.add_argument("--system-blas", action="store_true", help="run R with its system BLAS, not OpenBLAS")
+    parser.add_argument("--packed", action="store_true",
+                        help="hold the rest block packed (PackedRest) whatever its size, to check that path at small scales")
     parser.add_argument("--pairs", nargs="+", type=float, metavar="SCALE",
                         help="only count co-rated item pairs of ml_latest_shape at these scales")
     args = parser.parse_args(argv)
@@ -418,7 +420,11 @@ def main(argv=None) -> None:
         return
 
     problem = PROBLEMS[args.problem](args.scale)
-    stem = f"crossed_large_{problem.name}_latest"
+    stem = f"crossed_large_{problem.name}{'_packed' if args.packed else ''}_latest"
+    if args.packed:
+        import sklmm._engine.rest
+
+        sklmm._engine.rest.DENSE_REST_MAX = 0
     report_path, json_path = RESULTS / f"{stem}.txt", RESULTS / f"{stem}.json"
     RESULTS.mkdir(exist_ok=True)
     lines: list[str] = []
@@ -429,7 +435,7 @@ def main(argv=None) -> None:
             lines.append(line)
 
     levels = problem.n_levels()
-    say(f"# python -m benchmarks.crossed_large --problem {args.problem} --scale {args.scale:g}  "
+    say(f"# python -m benchmarks.crossed_large --problem {args.problem} --scale {args.scale:g}{' --packed' if args.packed else ''}  "
         f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores)",
         f"# {problem.description}", f"# {problem.lme4_formula}, REML; levels: "
         + ", ".join(f"{g} {m:,}" for g, m in levels.items()))
