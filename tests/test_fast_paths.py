@@ -13,7 +13,10 @@
 * The validation fast path (float DataFrame and float y): the same fitted
   attributes as scikit-learn's ``validate_data``.
 * The moment start of large scalar-term models: the optimum reached is the
-  one reached from lme4's start (1e-8 relative in the objective).
+  one reached from lme4's start (1e-8 relative in the objective); the
+  curvature units it steps in against central second differences of the
+  objective at the optimum (within a factor of 2: a guide for the steps), and
+  the optimum reached in them meets the convergence test of the data's units.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import sklmm._engine.fit as engine_fit
 import sklmm._estimators.linear as linear
 from sklmm import MixedLinearRegressor
 from sklmm._engine.crossblock import DenseCross, PairCross
+from sklmm._engine.optimize import _GRADIENT_TOLERANCE
 from sklmm._estimators import results
 from test_deviance_dense import _problem
 
@@ -151,3 +155,28 @@ def test_moment_start_only_for_scalar_terms():
     *_, crossed = _problem("crossed3", True)
     theta = crossed.moment_theta()
     assert theta.shape == (crossed.n_theta,) and np.all(theta > 0)
+
+
+def test_curvature_units_match_the_criterion(monkeypatch):
+    """moment_units ~ 1 / sqrt(d^2 objective / d theta_t^2) at the optimum (second differences)."""
+    X, y, groups = _crossed()
+    captured = {}
+    original = engine_fit.fit_prepared
+
+    def capture(prepared, **kwargs):
+        captured["problem"] = prepared.problem
+        return original(prepared, **kwargs)
+
+    monkeypatch.setattr(engine_fit, "fit_prepared", capture)
+    model = MixedLinearRegressor(random_effects="(1 | user) + (1 | item)").fit(X, y, groups=groups)
+    problem = captured["problem"]
+    units = problem.moment_units()
+    theta = np.asarray(model.theta_, dtype=float)
+    for t in range(len(theta)):
+        step = np.zeros_like(theta)
+        step[t] = h = 1e-3 * theta[t]
+        second = (problem.objective(theta + step) - 2 * problem.objective(theta) + problem.objective(theta - step)) / h**2
+        assert 0.5 < units[t] * np.sqrt(second) < 2.0
+    # the optimum reached in these units meets the convergence test in the data's units (here 1)
+    _, gradient = problem.objective_and_gradient(theta)
+    assert np.max(np.abs(gradient) * np.maximum(1.0, theta)) <= _GRADIENT_TOLERANCE * abs(model.objective_)

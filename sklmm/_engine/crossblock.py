@@ -76,33 +76,36 @@ class PairCross:
         level, column = np.divmod(coo.col.astype(np.int64), p0)
         # One "entry" per (level, rest row) with its p0 values.
         key = level * self.q_rest + coo.row
-        entries, inverse = np.unique(key, return_inverse=True)
-        values = np.zeros((len(entries), p0))
-        np.add.at(values, (inverse, column), coo.data)
+        entries, inverse = _distinct(key, m0 * self.q_rest)
+        values = np.bincount(inverse * p0 + column, weights=coo.data, minlength=len(entries) * p0).reshape(-1, p0)
         entry_level = entries // self.q_rest
         entry_row = entries % self.q_rest  # sorted by level, then row
-        # All pairs (a, b), b <= a, of entries within one level.
-        starts = np.searchsorted(entry_level, np.arange(m0))
+        # All pairs (a, b), b <= a, of entries within one level: entry a pairs
+        # with the local[a] + 1 entries from its level's first to itself.
+        per_level = np.bincount(entry_level, minlength=m0)
+        starts = np.concatenate([[0], np.cumsum(per_level)[:-1]])
         local = np.arange(len(entries)) - starts[entry_level]
+        block = np.cumsum(local + 1) - (local + 1)  # where entry a's pairs begin
         first = np.repeat(np.arange(len(entries)), local + 1)
-        offsets = np.arange(len(first)) - np.repeat(np.cumsum(local + 1) - (local + 1), local + 1)
-        second = starts[entry_level[first]] + offsets
-        rows_i, rows_j = entry_row[first], entry_row[second]
-        pair_key = rows_i.astype(np.int64) * self.q_rest + rows_j
+        second = np.arange(len(first)) - np.repeat(block - starts[entry_level], local + 1)
+        rows_i = np.repeat(entry_row, local + 1)
+        pair_key = rows_i * self.q_rest + entry_row[second]
+        del rows_i
         pairs, pair_id = _distinct(pair_key, self.q_rest * self.q_rest)
+        del pair_key
         self.pair_i = (pairs // self.q_rest).astype(np.intp)
         self.pair_j = (pairs % self.q_rest).astype(np.intp)
         # S[(i, j), (l, c, d)] = (a_il[c] a_jl[d] + a_jl[c] a_il[d]) / 2
-        vi, vj = values[first], values[second]
         if p0 == 1:
-            prod = vi[:, 0] * vj[:, 0]
+            prod = np.repeat(values[:, 0], local + 1) * values[second, 0]
         else:
+            vi, vj = values[first], values[second]
             prod = 0.5 * (vi[:, :, None] * vj[:, None, :] + vj[:, :, None] * vi[:, None, :])
         # The incidences come level by level (entries are sorted by level), so
         # S' is written in CSR form directly: row (l, c, d) holds level l's
         # incidences, in their order; S is its transpose (CSC), no sorting.
         n_first = len(first)
-        counts = np.bincount(entry_level[first], minlength=m0) if n_first else np.zeros(m0, dtype=np.int64)
+        counts = per_level * (per_level + 1) // 2  # incidences per level
         if p0 == 1:
             data, indices = prod, pair_id
             indptr = np.concatenate([[0], np.cumsum(counts)])
@@ -191,6 +194,9 @@ _TABLE_MAX = 16_000_000
 def _distinct(keys: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
     """``np.unique(keys, return_inverse=True)`` for integer keys in ``[0, bound)``.
 
+    The inverse may come as int32 (scipy's own index type, so that sparse
+    matrices built from it need no conversion).
+
     With a modest bound, a lookup table (one pass, no sort: InstEval's 1.8
     million pair incidences in 10 ms instead of 200 ms); else sorting.
     """
@@ -201,7 +207,7 @@ def _distinct(keys: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
     distinct = np.flatnonzero(seen)
     table = np.empty(bound, dtype=np.int32 if len(distinct) < 2**31 else np.int64)
     table[distinct] = np.arange(len(distinct), dtype=table.dtype)
-    return distinct, table[keys].astype(np.intp)
+    return distinct, table[keys]
 
 
 def _with_data(M: sp.csr_matrix, data: np.ndarray) -> sp.csr_matrix:
@@ -225,6 +231,11 @@ def make_cross(Ar0: sp.spmatrix, m0: int, p0: int):
         # incidences in sparse code, roughly 20x slower per operation.
         if q_rest * q_rest * q0 <= 1_000_000:  # dense whatever the incidences
             return DenseCross(Ar0, m0, p0)
+        # Stored entries per level bound the rest rows per level from above,
+        # so this bound often decides without counting (InstEval: 30 ms).
+        per_level = np.bincount(sp.coo_matrix(Ar0).col // p0, minlength=m0).astype(np.int64)
+        if q_rest * q_rest * q0 > 20 * int(np.sum(per_level * (per_level + 1) // 2)) * p0 * p0 + 1_000_000:
+            return PairCross(Ar0, m0, p0)
         incidences = _pair_incidences(Ar0, m0, p0)
         if q_rest * q_rest * q0 <= 20 * incidences * p0 * p0 + 1_000_000:
             return DenseCross(Ar0, m0, p0)

@@ -27,8 +27,7 @@ from .. import _warnings
 from .._model.terms import ReTerm, build_terms
 from .deviance import ProfiledDeviance
 from .._model.bars import INTERCEPT, TermSpec
-from .optimize import NoFiniteObjective, optimize_theta
-from .packedrest import PackedRest
+from .optimize import NoFiniteObjective, OptimizeResult, optimize_theta
 
 #: lme4's rank tolerance for the fixed-effects model matrix (``rankMatrix``).
 RANK_TOLERANCE = 1e-7
@@ -42,14 +41,6 @@ SMALL_REST = 4000
 #: Models with at least this many random effects, all in scalar terms, also try a moment
 #: estimate as the optimiser's start (see optimize).
 MOMENT_START_MIN = 1000
-#: Where the rest block is packed (:class:`PackedRest`: each evaluation factors a
-#: block beyond DENSE_REST_MAX, minutes at 30,000 items), L-BFGS-B works in this fraction
-#: of the natural units.  Its first step has unit length in its units; from
-#: the moment start, within a few percent of the optimum, a full unit step
-#: overshot to the boundary and cost five evaluations coming back (users x
-#: items at 1,500 items: 23 factorisations' work down to 18).  After the
-#: first step the quasi-Newton steps do not depend on the units.
-PACKED_FIRST_STEP = 0.05
 #: A residual standard deviation below this fraction of y's is an exact fit.
 EXACT_FIT_TOLERANCE = 1e-7
 
@@ -404,27 +395,76 @@ def optimize(problem: ProfiledDeviance, max_evaluations: int, theta0: np.ndarray
     # of 25, each a 1,142-square Cholesky and inverse).  Below MOMENT_START_MIN
     # random effects an evaluation is cheap and the two objective evaluations
     # that choose the start would cost more than they save.
-    alternative = None
+    alternative = units = None
     if theta0 is None and problem.m0 * problem.p0 + problem.q_rest >= MOMENT_START_MIN:
         alternative = problem.moment_theta()
-    if isinstance(getattr(problem, "rest", None), PackedRest):
-        scale = scale * PACKED_FIRST_STEP
+        if alternative is not None:
+            # The optimiser then steps in units of the criterion's curvature
+            # (ProfiledDeviance.moment_units), where the Hessian is near the identity.
+            units = np.minimum(scale, problem.moment_units())
     # Where every matrix of an evaluation is small or moderate, a second BLAS
     # thread does not help, and on a busy machine its spin-waiting made small
     # fits up to 7x slower (measured): one thread then.
     single = problem.q_rest < SMALL_REST and problem.p < SMALL_REST
+    best = _BestGradient(problem.objective_and_gradient)
     with _blas_controller().limit(limits=1, user_api="blas") if single else contextlib.nullcontext():
-        return optimize_theta(
+        result = optimize_theta(
             problem.objective,
-            problem.objective_and_gradient,
+            best if units is not None else problem.objective_and_gradient,
             start,
             problem.lower_bounds(),
             max_evaluations,
-            scale=scale,
+            scale=scale if units is None else units,
             partners=problem.column_partners(),
             second_opinion=second_opinion,
             alternative_start=alternative,
         )
+        if units is not None:
+            result = _newton_finish(best, result, problem.lower_bounds(), scale, units, max_evaluations)
+    return result
+
+
+class _BestGradient:
+    """objective_and_gradient, remembering the gradient at the best point it evaluated."""
+
+    def __init__(self, objective_and_gradient):
+        self._objective_and_gradient = objective_and_gradient
+        self.theta, self.value, self.gradient = None, np.inf, None
+
+    def __call__(self, theta):
+        value, gradient = self._objective_and_gradient(theta)
+        if value < self.value:
+            self.theta, self.value, self.gradient = np.array(theta, copy=True), value, gradient
+        return value, gradient
+
+
+def _newton_finish(best: _BestGradient, result, lower: np.ndarray, scale: np.ndarray, units: np.ndarray, max_evaluations: int):
+    """Hold an optimum found in curvature units to the convergence test of the data's units.
+
+    The optimiser's test (a projected gradient below a tolerance, each
+    element taken in the optimiser's units) is looser in curvature units
+    than in the data's (:meth:`ProfiledDeviance.theta_scales`) whenever a
+    unit is the smaller.  While the data's test fails at the optimum, a
+    Newton step with the diagonal Hessian ``1 / units^2`` (at most three,
+    each with its gradient; kept only if the objective falls).
+    """
+    from .optimize import _GRADIENT_TOLERANCE, _projected_gradient
+
+    count = result.n_evaluations
+    for _ in range(3):
+        if best.theta is None or not np.array_equal(best.theta, result.theta) or count >= max_evaluations:
+            break
+        if _projected_gradient(best.theta / scale, best.gradient * scale, lower / scale) <= _GRADIENT_TOLERANCE * max(1.0, abs(best.value)):
+            break
+        trial = np.maximum(best.theta - units * units * best.gradient, lower)
+        count += 1
+        value, _ = best(trial)
+        if not value < result.objective:
+            break
+        result = OptimizeResult(np.array(trial), float(value), count, result.converged, result.message)
+    if count != result.n_evaluations:
+        result = OptimizeResult(result.theta, result.objective, count, result.converged, result.message)
+    return result
 
 
 @functools.lru_cache(maxsize=1)

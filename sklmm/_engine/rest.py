@@ -244,9 +244,14 @@ class DenseRest:
             # Scalar rest terms and a pair-structured cross block: N = Lambda_r
             # Minv Lambda_r' is needed only at the pairs (i >= j), all in the
             # lower triangle, so gather them there: no full symmetric copy.
-            lam_diag = np.concatenate([np.full(m, lam[0, 0]) for (_, m, _), lam in zip(self.layout, lams)])
+            # Minv is Fortran-ordered: (i, j) sits at i + j q of its memory, the
+            # pairs' flat positions (one gather instead of a 2-d fancy index).
+            d = self._scalar_diagonal(lams)
             i, j = self.cross.pair_i, self.cross.pair_j
-            T = self.cross.quad_from_pairs(lam_diag[i] * Minv[i, j] * lam_diag[j])
+            if getattr(self, "_pair_flat", None) is None:
+                self._pair_flat = j * self.q + i
+            values = np.take(np.ravel(Minv, order="F"), self._pair_flat)
+            T = self.cross.quad_from_pairs(d[i] * values * d[j])
             diagonal = np.diag(Minv)
             blocks = [diagonal[offset : offset + m].reshape(m, 1, 1) for offset, m, _ in self.layout]
             return blocks, T
