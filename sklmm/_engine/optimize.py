@@ -34,6 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy
 from scipy.optimize import Bounds, minimize
 
 #: COBYQA's final trust-region radius (fallback polish).
@@ -210,10 +211,7 @@ def optimize_theta(
                 # ftol=0: L-BFGS-B's relative-reduction test stops early on
                 # badly scaled theta (chem97); convergence is decided by the
                 # projected gradient instead (see _Counted).
-                result = minimize(
-                    f.value_and_gradient, start, jac=True, method="L-BFGS-B", bounds=bounds,
-                    options={"maxfun": max_evaluations, "maxiter": max_evaluations, "ftol": 0.0, "gtol": 0.0},
-                )
+                result = _lbfgsb(f.value_and_gradient, start, lower_scaled, max_evaluations)
                 # L-BFGS-B stopped on its own (a stalled line search, most
                 # often): accept a gradient at rounding level, else polish.
                 if f.best_theta is None:
@@ -238,6 +236,87 @@ def optimize_theta(
         raise NoFiniteObjective(f"the objective was not finite at any of the {f.count} values of theta tried")
     theta = np.maximum(f.best_theta * scale, lower)
     return OptimizeResult(theta, float(f.best_value), f.count, converged and np.isfinite(f.best_value), message)
+
+
+@dataclass
+class _LbfgsbResult:
+    x: np.ndarray
+    fun: float
+    jac: np.ndarray
+    message: str
+
+
+def _setulb_driver_available() -> bool:
+    """Whether scipy's L-BFGS-B routine has the C interface (scipy >= 1.15) that :func:`_lbfgsb` drives."""
+    try:
+        major, minor = (int(part) for part in scipy.__version__.split(".")[:2])
+        from scipy.optimize import _lbfgsb  # noqa: F401
+        from scipy.optimize._lbfgsb_py import status_messages, task_messages  # noqa: F401
+    except (ImportError, ValueError):
+        return False
+    return (major, minor) >= (1, 15)
+
+
+_SETULB = _setulb_driver_available()
+
+
+def _lbfgsb(value_and_gradient, x0: np.ndarray, lower: np.ndarray, max_evaluations: int) -> _LbfgsbResult:
+    """L-BFGS-B from x0 with lower bounds only, ``ftol = gtol = 0``: scipy's routine, driven directly.
+
+    The loop of ``scipy.optimize.minimize(method="L-BFGS-B")`` (scipy's
+    ``_minimize_lbfgsb``: the same calls of its compiled ``setulb`` with the
+    same arguments, so the same iterates and evaluations) without its
+    generic wrappers (``ScalarFunction``, memoisation, copies, bounds
+    conversion), which cost about as much as a small model's evaluations.
+    Falls back to ``minimize`` where scipy's routine has another interface
+    (scipy < 1.15).
+    """
+    if not _SETULB:
+        result = minimize(
+            value_and_gradient, x0, jac=True, method="L-BFGS-B", bounds=Bounds(lower, np.full_like(lower, np.inf)),
+            options={"maxfun": max_evaluations, "maxiter": max_evaluations, "ftol": 0.0, "gtol": 0.0},
+        )
+        return _LbfgsbResult(result.x, float(result.fun), result.jac, result.message)
+    from scipy.optimize import _lbfgsb
+    from scipy.optimize._lbfgsb_py import status_messages, task_messages
+
+    m = 10  # scipy's default maxcor
+    n = x0.size
+    bounded = np.isfinite(lower)
+    nbd = bounded.astype(np.int32)  # 1: lower bound only, 0: unbounded
+    low = np.where(bounded, lower, 0.0)
+    upper = np.zeros(n)
+    x = np.clip(np.asarray(x0, dtype=np.float64).ravel(), lower, np.inf)
+    f = np.array(0.0)
+    g = np.zeros(n)
+    wa = np.zeros(2 * m * n + 5 * n + 11 * m * m + 8 * m)
+    iwa = np.zeros(3 * n, dtype=np.int32)
+    task = np.zeros(2, dtype=np.int32)
+    ln_task = np.zeros(2, dtype=np.int32)
+    lsave = np.zeros(4, dtype=np.int32)
+    isave = np.zeros(44, dtype=np.int32)
+    dsave = np.zeros(29)
+    evaluated_x = None
+    n_evaluations = n_iterations = 0
+    while True:
+        _lbfgsb.setulb(m, x, low, upper, nbd, f, g, 0.0, 0.0, wa, iwa, task, lsave, isave, dsave, 20, ln_task)
+        if task[0] == 3:  # f and g wanted at x (scipy memoises: no new evaluation at the same x)
+            if evaluated_x is None or not np.array_equal(x, evaluated_x):
+                evaluated_x = x.copy()
+                value, grad = value_and_gradient(x.copy())
+                n_evaluations += 1
+                f = float(value)
+                g = np.array(grad, dtype=np.float64).ravel()
+        elif task[0] == 1:  # a new iterate
+            n_iterations += 1
+            if n_iterations >= max_evaluations:
+                task[0], task[1] = 5, 504
+            elif n_evaluations > max_evaluations:
+                task[0], task[1] = 5, 502
+        else:
+            break
+    message = status_messages[int(task[0])] + ": " + task_messages[int(task[1])]
+    return _LbfgsbResult(x, float(f), g, message)
 
 
 def _projected_gradient(theta: np.ndarray, grad: np.ndarray, lower: np.ndarray) -> float:
