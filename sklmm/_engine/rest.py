@@ -98,6 +98,13 @@ def make_rest(rest_terms, Ar0: sp.csr_matrix, Arr: sp.spmatrix, AXr: np.ndarray,
     return DenseRest(layout, np.asarray(Arr.toarray()), AXr, make_cross(Ar0, m0, p0))
 
 
+def _entries(matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows, columns and values of a sparse matrix's entries, each position once."""
+    coo = sp.coo_matrix(matrix)
+    coo.sum_duplicates()
+    return coo.row.astype(np.intp), coo.col.astype(np.intp), coo.data
+
+
 def _apply_lambda(lam: np.ndarray, V: np.ndarray, m: int, p: int, transpose: bool) -> np.ndarray:
     """(I_m (x) lambda) V, or with lambda', for V of shape (m p, k)."""
     block = V.reshape(m, p, -1)
@@ -231,17 +238,20 @@ class NestedRest:
         self.layout = [(0, m, p)]
         self.q = m * p
         self.m, self.p, self.m0, self.p0 = m, p, m0, p0
-        # A_rr is block diagonal for a single term: (m, p, p).
-        dense_diag = sp.csr_matrix(Arr)
-        rows = (np.arange(m)[:, None, None] * p + np.arange(p)[None, :, None]) + np.zeros((1, 1, p), dtype=int)
-        cols = (np.arange(m)[:, None, None] * p + np.arange(p)[None, None, :]) + np.zeros((1, p, 1), dtype=int)
-        self.A = np.asarray(dense_diag[rows.ravel(), cols.ravel()]).reshape(m, p, p)
+        # A_rr is block diagonal for a single term: (m, p, p); and the p x p0
+        # blocks of A_r0 at (parent level, first-term level).  Both read off
+        # the matrices' stored entries (duplicates summed), no fancy indexing.
+        self.A = np.zeros((m, p, p))
+        rows, cols, values = _entries(Arr)
+        keep = rows // p == cols // p
+        self.A[rows[keep] // p, rows[keep] % p, cols[keep] % p] = values[keep]
         self.AXr = AXr
-        # parent rest level of each first-term level, and the p x p0 blocks of A_r0
         self.parent = np.asarray(parent, dtype=np.intp)
-        rows = (self.parent[:, None, None] * p + np.arange(p)[None, :, None]) + np.zeros((1, 1, p0), dtype=int)
-        cols = (np.arange(m0)[:, None, None] * p0 + np.arange(p0)[None, None, :]) + np.zeros((1, p, 1), dtype=int)
-        self.Ab = np.asarray(Ar0[rows.ravel(), cols.ravel()]).reshape(m0, p, p0)
+        self.Ab = np.zeros((m0, p, p0))
+        rows, cols, values = _entries(Ar0)
+        level0 = cols // p0
+        keep = rows // p == self.parent[level0]
+        self.Ab[level0[keep], rows[keep] % p, cols[keep] % p0] = values[keep]
 
     def _sum_by_parent(self, per_level: np.ndarray) -> np.ndarray:
         """Sum (m0, a, b) arrays over the first-term levels of each rest level: (m, a, b)."""
