@@ -238,6 +238,9 @@ class NestedRest:
         self.layout = [(0, m, p)]
         self.q = m * p
         self.m, self.p, self.m0, self.p0 = m, p, m0, p0
+        # Both terms scalar ((1 | a/b)): every block is 1 x 1, and each
+        # operation below is a few vector operations on (m,) and (m0,) arrays.
+        self._scalar = p == 1 and p0 == 1
         # A_rr is block diagonal for a single term: (m, p, p); and the p x p0
         # blocks of A_r0 at (parent level, first-term level).  Both read off
         # the matrices' stored entries (duplicates summed), no fancy indexing.
@@ -268,6 +271,8 @@ class NestedRest:
     def factor(self, lams, W0: np.ndarray, W0AX0: np.ndarray):
         """L_rr as (m, p, p) lower blocks and L_Xr (p+1, q_r)."""
         lam = lams[0]
+        if self._scalar:
+            return self._scalar_factor(lam[0, 0], W0.reshape(self.m0), W0AX0)
         mm = smallblocks.matmul
         G = self._sum_by_parent(mm(mm(self.Ab, W0), np.swapaxes(self.Ab, 1, 2)))
         B = smallblocks.congruence(lam, self.A - G)
@@ -281,6 +286,21 @@ class NestedRest:
         LXr = smallblocks.solve_lower(Lrr, C).reshape(self.q, k).T
         return Lrr, LXr
 
+    def _scalar_factor(self, lam: float, W0: np.ndarray, W0AX0: np.ndarray):
+        """:meth:`factor` with 1 x 1 blocks: L_rr = sqrt(lam^2 (A - sum Ab^2 W0) + 1)."""
+        ab = self.Ab.reshape(self.m0)
+        G = np.bincount(self.parent, weights=ab * W0 * ab, minlength=self.m)
+        Lrr = np.sqrt(lam * lam * (self.A.reshape(self.m) - G) + 1.0)
+        if not Lrr.min(initial=np.inf) > 0.0:  # also catches NaN
+            raise np.linalg.LinAlgError("a diagonal block is not positive definite")
+        k = W0AX0.shape[1]
+        scaled = ab[:, None] * W0AX0  # A_r0 W0 A_0X per first-term level
+        C = self.AXr.T.copy()
+        for j in range(k):
+            C[:, j] -= np.bincount(self.parent, weights=scaled[:, j], minlength=self.m)
+        LXr = (lam * C / Lrr[:, None]).T
+        return Lrr.reshape(self.m, 1, 1), LXr
+
     def log_diagonal_sum(self, Lrr) -> float:
         return smallblocks.log_diagonal_sum(Lrr)
 
@@ -288,14 +308,25 @@ class NestedRest:
         return np.einsum("lcc->c", self.A) / n
 
     def solve_upper(self, Lrr, rhs: np.ndarray) -> np.ndarray:
+        if self._scalar:
+            return rhs / Lrr.reshape(self.m, 1)
         k = rhs.shape[1]
         out = smallblocks.solve_lower_transpose(Lrr, rhs.reshape(self.m, self.p, k))
         return out.reshape(self.q, k)
 
     def times_A(self, b: np.ndarray) -> np.ndarray:
+        if self._scalar:
+            return self.A.reshape(self.m) * b
         return np.einsum("lcd,ld->lc", self.A, b.reshape(self.m, self.p)).ravel()
 
     def inverse_blocks(self, Lrr, lams):
+        if self._scalar:
+            inverse = 1.0 / Lrr
+            Minv = inverse * inverse  # (m, 1, 1)
+            lam = lams[0][0, 0]
+            ab = self.Ab.reshape(self.m0)
+            T = (ab * (Minv.reshape(self.m) * (lam * lam))[self.parent] * ab).reshape(self.m0, 1, 1)
+            return [Minv], T
         mm = smallblocks.matmul
         Linv = smallblocks.inv_lower(Lrr)
         Minv = mm(np.swapaxes(Linv, 1, 2), Linv)  # (m, p, p)
@@ -313,11 +344,19 @@ class NestedRest:
     def apply(self, Y: np.ndarray) -> np.ndarray:
         """A_r0 Y for Y of shape (q0, k)."""
         k = Y.shape[1]
+        if self._scalar:
+            scaled = self.Ab.reshape(self.m0, 1) * Y
+            out = np.empty((self.m, k))
+            for j in range(k):
+                out[:, j] = np.bincount(self.parent, weights=scaled[:, j], minlength=self.m)
+            return out
         per_level = self.Ab @ Y.reshape(self.m0, self.p0, k)
         return self._sum_by_parent(per_level).reshape(self.q, k)
 
     def apply_T(self, V: np.ndarray) -> np.ndarray:
         """A_r0' V for V of shape (q_r, k)."""
+        if self._scalar:
+            return self.Ab.reshape(self.m0, 1) * V[self.parent]
         k = V.shape[1]
         blocks = V.reshape(self.m, self.p, k)[self.parent]
         return (np.swapaxes(self.Ab, 1, 2) @ blocks).reshape(self.m0 * self.p0, k)
