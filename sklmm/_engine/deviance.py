@@ -211,6 +211,11 @@ class ProfiledDeviance:
             self.theta_slices.append(slice(start, start + term.n_theta))
             start += term.n_theta
         self.n_theta = start
+        # Read at every evaluation: each term's levels and whether it is scalar
+        # (then lambda_t is theta_t itself), and the residual degrees of freedom.
+        self._n_levels = np.array([term.n_levels for term in terms], dtype=np.float64)
+        self._all_scalar = all(term.n_columns == 1 for term in terms)
+        self._dof = (self.n - self.p) if self.reml else self.n
         # A_XX = [X y]' W [X y]: depends on the data only.
         self.AXX = blocks.AXX
 
@@ -242,6 +247,8 @@ class ProfiledDeviance:
 
     def lambdas(self, theta: np.ndarray) -> list[np.ndarray]:
         """Each term's p x p lower-triangular factor at theta."""
+        if self._all_scalar:
+            return [value.reshape(1, 1) for value in np.array(theta, dtype=np.float64)]
         return [term.lambda_from(theta[s]) for term, s in zip(self.terms, self.theta_slices)]
 
     def lower_bounds(self) -> np.ndarray:
@@ -543,7 +550,7 @@ class ProfiledDeviance:
             return value, np.zeros(0)
         if not self.q_rest:
             return value, self._one_term_gradient(theta, fac, value, pwrss)
-        if self._scalar_terms and min(lam[0, 0] for lam in fac.lams) >= _SINGULAR_LAMBDA:
+        if self._scalar_terms and fac.theta.min() >= _SINGULAR_LAMBDA:
             return value, self._scalar_terms_gradient(fac, pwrss)
 
         grad = np.empty_like(theta)
@@ -618,7 +625,7 @@ class ProfiledDeviance:
         """
         p, m0, n_terms = self.p, self.m0, len(self.terms)
         rest, cross = self.rest, self.rest.cross
-        thetas = np.array([lam[0, 0] for lam in fac.lams])
+        thetas = fac.theta  # every term scalar: lambda_t = theta_t
         d = thetas[self._rest_term]
         Ld, M0, Lrr = fac.L00.reshape(m0), fac.M0.reshape(m0), fac.Lrr
         LX0, LXr, LXX = fac.LX0, fac.LXr, fac.LXX
@@ -657,9 +664,7 @@ class ProfiledDeviance:
         sums = np.empty(n_terms)
         sums[0] = g0.sum()
         sums[1:] = np.bincount(self._rest_term - 1, weights=gr, minlength=n_terms - 1)
-        levels = np.array([term.n_levels for term in self.terms], dtype=np.float64)
-        scale = (self.n - p) if self.reml else self.n
-        return 2.0 * (levels - sums) / thetas + scale * dpwrss / pwrss
+        return 2.0 * (self._n_levels - sums) / thetas + self._dof * dpwrss / pwrss
 
     def _pwrss_derivatives(self, fac: Factorization, beta: np.ndarray, u: list[np.ndarray]) -> list[np.ndarray]:
         """d pwrss / d lambda_t as p_t x p_t matrices: -2 R_t' U_t with R = Z'W r."""
