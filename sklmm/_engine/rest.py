@@ -100,6 +100,9 @@ def make_rest(rest_terms, Ar0: sp.csr_matrix, Arr: sp.spmatrix, AXr: np.ndarray,
 
 def _entries(matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows, columns and values of a sparse matrix's entries, each position once."""
+    if sp.issparse(matrix) and matrix.format == "csr" and matrix.has_canonical_format:
+        rows = np.repeat(np.arange(matrix.shape[0], dtype=np.intp), np.diff(matrix.indptr))
+        return rows, matrix.indices.astype(np.intp), matrix.data
     coo = sp.coo_matrix(matrix)
     coo.sum_duplicates()
     return coo.row.astype(np.intp), coo.col.astype(np.intp), coo.data
