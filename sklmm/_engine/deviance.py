@@ -216,6 +216,11 @@ class ProfiledDeviance:
         self._n_levels = np.array([term.n_levels for term in terms], dtype=np.float64)
         self._all_scalar = all(term.n_columns == 1 for term in terms)
         self._dof = (self.n - self.p) if self.reml else self.n
+        bounds = []
+        for term in terms:
+            rows, cols = lower_triangle_colmajor(term.n_columns)
+            bounds.append(np.where(rows == cols, 0.0, -np.inf))
+        self._lower = np.concatenate(bounds) if bounds else np.empty(0)
         # A_XX = [X y]' W [X y]: depends on the data only.
         self.AXX = blocks.AXX
 
@@ -253,11 +258,7 @@ class ProfiledDeviance:
 
     def lower_bounds(self) -> np.ndarray:
         """Lower bounds of theta: 0 on lambda's diagonal, -inf elsewhere."""
-        bounds = []
-        for term in self.terms:
-            rows, cols = lower_triangle_colmajor(term.n_columns)
-            bounds.append(np.where(rows == cols, 0.0, -np.inf))
-        return np.concatenate(bounds) if bounds else np.empty(0)
+        return self._lower.copy()
 
     def theta_scales(self) -> np.ndarray:
         """A natural unit for each element of theta, from the data's scale.
@@ -631,19 +632,20 @@ class ProfiledDeviance:
         LX0, LXr, LXX = fac.LX0, fac.LXr, fac.LXX
         AX0 = self.AX0.reshape(p + 1, m0)
         # beta, then u from L_zz' u = l_yz' - L_Xz' beta; with the REML part, the
-        # rows L_Xz (for P = L_XX^-1 L_Xz L_zz^-1) are solved in the same calls.
+        # rows L_Xz (for P = L_XX^-1 L_Xz L_zz^-1) are solved in the same calls:
+        # right-hand sides in the rows of L_X. (rows 0..p-1), the y row last.
         beta = _solve_lower_transposed(LXX[:p, :p], LXX[p, :p])
         reml_rows = self.reml and p > 0
-        rhs0 = LX0[p] - beta @ LX0[:p]
-        rhsr = LXr[p] - beta @ LXr[:p]
         if reml_rows:
-            rhs0 = np.vstack([rhs0, LX0[:p]])
-            rhsr = np.vstack([rhsr, LXr[:p]])
+            rhs0, rhsr = LX0.copy(), LXr.copy()
+            rhs0[p] -= beta @ LX0[:p]
+            rhsr[p] -= beta @ LXr[:p]
         else:
-            rhs0, rhsr = rhs0[None, :], rhsr[None, :]
+            rhs0 = (LX0[p] - beta @ LX0[:p])[None, :]
+            rhsr = (LXr[p] - beta @ LXr[:p])[None, :]
         vr = rest.solve_upper(Lrr, np.ascontiguousarray(rhsr.T))  # (q_r, k): L_rr'^-1
         v0 = (rhs0 - M0 * cross.apply_T(d[:, None] * vr).T) / Ld  # (k, m0)
-        u0, ur = v0[0], vr[:, 0]
+        u0, ur = v0[-1], vr[:, -1]
         # Z'W r at u: R = A_zy - A_zX beta - A_zz Lambda u
         b0, br = thetas[0] * u0, d * ur
         R0 = AX0[p] - beta @ AX0[:p] - self.A00.reshape(m0) * b0 - cross.apply_T(br[:, None])[:, 0]
@@ -657,8 +659,8 @@ class ProfiledDeviance:
         g0 = J + (J * thetas[0]) ** 2 * T.reshape(m0)
         gr = np.concatenate([block.reshape(-1) for block in Minv_r])
         if reml_rows:
-            P0 = _solve_lower(LXX[:p, :p], v0[1:])
-            Pr = _solve_lower(LXX[:p, :p], vr[:, 1:].T)
+            P0 = _solve_lower(LXX[:p, :p], v0[:p])
+            Pr = _solve_lower(LXX[:p, :p], vr[:, :p].T)
             g0 = g0 + np.einsum("kl,kl->l", P0, P0)
             gr = gr + np.einsum("kl,kl->l", Pr, Pr)
         sums = np.empty(n_terms)
