@@ -398,11 +398,7 @@ def optimize(problem: ProfiledDeviance, max_evaluations: int, theta0: np.ndarray
     alternative = None
     if theta0 is None and problem.m0 * problem.p0 + problem.q_rest >= MOMENT_START_MIN:
         alternative = problem.moment_theta()
-    # Where every matrix of an evaluation is small or moderate, a second BLAS
-    # thread does not help, and on a busy machine its spin-waiting made small
-    # fits up to 7x slower (measured): one thread then.
-    single = problem.q_rest < SMALL_REST and problem.p < SMALL_REST
-    with _blas_controller().limit(limits=1, user_api="blas") if single else contextlib.nullcontext():
+    with blas_threads_for(problem):
         return optimize_theta(
             problem.objective,
             problem.objective_and_gradient,
@@ -414,6 +410,17 @@ def optimize(problem: ProfiledDeviance, max_evaluations: int, theta0: np.ndarray
             second_opinion=second_opinion,
             alternative_start=alternative,
         )
+
+
+def blas_threads_for(problem: ProfiledDeviance):
+    """The BLAS threads an optimisation of ``problem`` runs with (a context manager).
+
+    Where every matrix of an evaluation is small or moderate, a second BLAS
+    thread does not help, and on a busy machine its spin-waiting made small
+    fits up to 7x slower (measured): one thread then.
+    """
+    single = problem.q_rest < SMALL_REST and problem.p < SMALL_REST
+    return _blas_controller().limit(limits=1, user_api="blas") if single else contextlib.nullcontext()
 
 
 @functools.lru_cache(maxsize=1)
