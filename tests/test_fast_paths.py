@@ -14,6 +14,10 @@
   attributes as scikit-learn's ``validate_data``.
 * The moment start of large scalar-term models: the optimum reached is the
   one reached from lme4's start (1e-8 relative in the objective).
+* The bootstrap's quasi-Newton refits from the fitted optimum
+  (``optimize.optimize_near``) against the usual optimiser on the same
+  replicates: objectives equal within 1e-9 relative (both stop at the same
+  projected-gradient tolerance), never worse by more than that.
 * The direct L-BFGS-B driver (``optimize._lbfgsb``) against
   ``scipy.optimize.minimize(method="L-BFGS-B")``: the same points evaluated,
   in the same order, bit for bit.
@@ -187,3 +191,33 @@ def test_lbfgsb_driver_evaluates_the_points_scipy_does(start):
     np.testing.assert_array_equal(result.x, reference.x)
     assert result.fun == reference.fun
     assert result.message == reference.message
+
+
+@pytest.mark.parametrize("loader, random_effects", [("load_sleepstudy", "(Days | Subject)"), ("load_penicillin", None)])
+def test_near_optimum_refits_match_the_usual_optimizer(loader, random_effects):
+    import sklmm.datasets as datasets
+    from sklmm import MixedLinearRegressor
+    from sklmm._inference.bootstrap import ResponseRefitter
+    from sklmm._inference.simulate import simulation_model
+    from sklmm._engine.optimize import optimize_near
+
+    X, y, groups = getattr(datasets, loader)(return_X_y_groups=True)
+    model = MixedLinearRegressor(random_effects=random_effects).fit(X, y, groups=groups)
+    train = model._training_data
+    sim = simulation_model(train, model.coef_, model.intercept_, model._fitted_terms, model.sigma_)
+    refitter = ResponseRefitter(train, reml=True)
+    near = refitter.near_start(model.theta_)
+    assert near is not None
+    Y = np.column_stack([sim.draw(np.random.default_rng(seed)) for seed in range(20)])
+    used = 0
+    for problem in refitter.problems(Y):
+        with engine_fit.blas_threads_for(problem):
+            fast = optimize_near(problem.objective_and_gradient, model.theta_, refitter.lower, near[0], near[1], 1000)
+        usual = engine_fit.optimize(problem, 1000, model.theta_, second_opinion=False)
+        if fast is None:  # near the boundary or no descent: the usual optimiser is used
+            continue
+        used += 1
+        assert fast.converged
+        assert fast.objective <= usual.objective + 1e-9 * abs(usual.objective)
+        assert fast.objective == pytest.approx(usual.objective, rel=1e-9)
+    assert used >= 15

@@ -384,3 +384,113 @@ def _probe_boundary(f: _Counted, lower: np.ndarray, partners: dict[int, list[int
                 if value < current - 1e-10 * max(1.0, abs(current)):
                     return trial
     return None
+
+
+def optimize_near(objective_and_gradient, theta0: np.ndarray, lower: np.ndarray, scale: np.ndarray,
+                  inverse_hessian: np.ndarray, max_evaluations: int) -> OptimizeResult | None:
+    """Quasi-Newton (BFGS) from a start near the optimum, with a known inverse Hessian; None where it does not apply.
+
+    For refits of nearly the same problem (the bootstrap's replicates, which
+    differ from the fitted model in the response only): the objective's
+    inverse Hessian at the fitted optimum, in the optimiser's units
+    (``theta / scale``), makes the first steps Newton steps, where L-BFGS-B
+    starts from steepest descent with a step of unit length.  The optimum is
+    accepted by the test :func:`optimize_theta` applies (projected gradient
+    below ``_GRADIENT_TOLERANCE * max(1, |objective|)``).  Returns None, and
+    the caller optimises as usual, if a step fails to lower the objective,
+    a bounded element of theta comes near its bound (``_BOUNDARY``, where
+    :func:`optimize_theta` probes the boundary), or 30 iterations or the
+    budget do not suffice.
+
+    Parameters
+    ----------
+    objective_and_gradient : callable
+        theta -> (float, ndarray).
+    theta0, lower, scale : ndarray
+        Start, lower bounds and natural units, as :func:`optimize_theta`'s.
+    inverse_hessian : ndarray (n_theta, n_theta)
+        Symmetric positive definite, in the optimiser's units.
+    max_evaluations : int
+
+    Returns
+    -------
+    OptimizeResult or None
+    """
+    lower_scaled = lower / scale
+    bounded = lower_scaled == 0.0
+    count = 0
+
+    def evaluate(x):
+        nonlocal count
+        count += 1
+        value, grad = objective_and_gradient(x * scale)
+        return float(value), np.asarray(grad, dtype=np.float64) * scale
+
+    x = np.asarray(theta0, dtype=np.float64) / scale
+    if np.any(x[bounded] < _BOUNDARY):
+        return None
+    H = np.array(inverse_hessian, dtype=np.float64, copy=True)
+    f, g = evaluate(x)
+    for _iteration in range(30):
+        if not np.isfinite(f):
+            return None
+        if _projected_gradient(x, g, lower_scaled) <= _GRADIENT_TOLERANCE * max(1.0, abs(f)):
+            theta = np.maximum(x * scale, lower)
+            return OptimizeResult(theta, f, count, True, "converged: quasi-Newton from a nearby optimum")
+        direction = -(H @ g)
+        slope = float(g @ direction)
+        if not slope < 0.0:
+            return None
+        step = 1.0
+        for _halving in range(8):  # backtracking (Armijo)
+            trial = x + step * direction
+            if np.any(trial[bounded] < _BOUNDARY) or count >= max_evaluations:
+                return None
+            f_new, g_new = evaluate(trial)
+            if np.isfinite(f_new) and f_new <= f + 1e-4 * step * slope:
+                break
+            step *= 0.5
+        else:
+            return None
+        s, y = trial - x, g_new - g
+        sy = float(s @ y)
+        if sy > 1e-12 * float(np.sqrt((s @ s) * (y @ y))):  # BFGS update of the inverse Hessian
+            rho = 1.0 / sy
+            Hy = H @ y
+            H = H + ((sy + y @ Hy) * rho * rho) * np.outer(s, s) - rho * (np.outer(Hy, s) + np.outer(s, Hy))
+        x, f, g = trial, f_new, g_new
+    return None
+
+
+def inverse_hessian_at(objective_and_gradient, theta: np.ndarray, lower: np.ndarray, scale: np.ndarray, step: float = 1e-4) -> np.ndarray | None:
+    """The objective's inverse Hessian at theta in the optimiser's units (central differences of the gradient), or None.
+
+    None unless theta is away from its bounds (``_BOUNDARY`` and the step)
+    and the Hessian is finite and positive definite.  Costs 2 n_theta
+    gradient evaluations.
+    """
+    x = np.asarray(theta, dtype=np.float64) / scale
+    lower_scaled = lower / scale
+    if np.any(x[lower_scaled == 0.0] < max(_BOUNDARY, 2 * step)):
+        return None
+    k = x.size
+    H = np.empty((k, k))
+    for i in range(k):
+        grads = []
+        for sign in (1.0, -1.0):
+            trial = x.copy()
+            trial[i] += sign * step
+            value, grad = objective_and_gradient(trial * scale)
+            if not np.isfinite(value):
+                return None
+            grads.append(np.asarray(grad, dtype=np.float64) * scale)
+        H[:, i] = (grads[0] - grads[1]) / (2 * step)
+    H = (H + H.T) / 2.0
+    if not np.all(np.isfinite(H)):
+        return None
+    try:
+        factor = np.linalg.cholesky(H)
+    except np.linalg.LinAlgError:
+        return None
+    inverse = np.linalg.inv(factor)
+    return inverse.T @ inverse
