@@ -221,6 +221,7 @@ class ResponseRefitter:
         base = self.problem
         p = base.p
         problem = copy.copy(base)
+        problem._last_factorization = None  # the base's factor is of another response
         problem.y_offset = float(offset)
         AXX = base.AXX.copy()
         AXX[p, :p] = AXX[:p, p] = XtWy
@@ -278,7 +279,7 @@ def _refit_problem(problem, lower, theta0: np.ndarray, max_iter: int, near=None)
         theta, converged = result.theta, result.converged
     else:
         theta, converged = np.empty(0), True
-    factor = problem.factorize(theta)
+    factor = problem.last_factorization(theta)  # the optimiser's last point, most often
     _, _, pwrss = problem.log_determinants(factor)
     sigma = problem.sigma(pwrss)
     beta, _ = problem.solve(factor)
