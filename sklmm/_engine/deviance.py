@@ -92,7 +92,8 @@ _SINGULAR_LAMBDA = 1e-5
 class Factorization:
     """The blocked Cholesky factor at one theta (see the module docstring).
 
-    ``L00`` and ``M0`` have shape (m0, p0, p0); ``LX0`` is (p+1, q0);
+    ``L00`` and ``M0`` have shape (m0, p0, p0) (``M0`` is None for a model
+    with one term whose blocks are p0 x p0, p0 > 1: only the rest terms read it); ``LX0`` is (p+1, q0);
     ``Lrr`` and ``LXr`` are ``None`` when the model has at most one term.
     """
 
@@ -374,7 +375,8 @@ class ProfiledDeviance:
             B00.reshape(m0, p0 * p0)[:, :: p0 + 1] += 1.0
             L00 = smallblocks.cholesky(B00)
             L00inv = smallblocks.inv_lower(L00)
-            M0 = (L00inv.reshape(m0, p0 * p0) @ _lambda_transpose_map(lam0)).reshape(m0, p0, p0)
+            # M0 is read by the rest terms' blocks only (W0 = M0 M0', L_r0 = Lambda_r' A_r0 M0)
+            M0 = (L00inv.reshape(m0, p0 * p0) @ _lambda_transpose_map(lam0)).reshape(m0, p0, p0) if self.q_rest else None
             # L_X0 = (A_X0 Lambda0) L00^-T: a product with the constant lambda0,
             # then forward substitution per level.
             V = (self.AX0.reshape(-1, p0) @ lam0).reshape(p + 1, m0, p0)
