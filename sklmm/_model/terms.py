@@ -51,9 +51,9 @@ class ReTerm:
     levels: pd.Index
     z: np.ndarray | None
 
-    @property
+    @functools.cached_property
     def n_levels(self) -> int:
-        return len(self.levels)
+        return len(self.levels)  # cached: len of an Index of strings is slow, and it is read often
 
     @property
     def n_columns(self) -> int:
