@@ -102,7 +102,7 @@ def lower_triangle_colmajor(p: int) -> tuple[np.ndarray, np.ndarray]:
     return upper_cols, upper_rows
 
 
-def _column_codes(column: pd.Series) -> tuple[np.ndarray, pd.Index]:
+def _column_codes(column: pd.Series, name=None) -> tuple[np.ndarray, pd.Index]:
     """Level codes (intp) and sorted labels of one grouping column, unused levels dropped.
 
     A categorical's codes are its level codes, in category order; only unused
@@ -116,13 +116,13 @@ def _column_codes(column: pd.Series) -> tuple[np.ndarray, pd.Index]:
         if codes.min(initial=0) >= 0:
             used = np.bincount(codes, minlength=len(categories)) > 0
             if used.all():
-                return codes, categories.rename(None)
+                return codes, categories.rename(name)
             remap = np.cumsum(used) - 1
-            return remap[codes].astype(np.intp), categories[used].rename(None)
+            return remap[codes].astype(np.intp), categories[used].rename(name)
     codes, uniques = pd.factorize(column, sort=True)
     if isinstance(uniques, pd.CategoricalIndex | pd.Categorical):
         uniques = pd.Index(np.asarray(uniques))
-    return codes.astype(np.intp, copy=False), pd.Index(uniques)
+    return codes.astype(np.intp, copy=False), pd.Index(uniques, name=name)
 
 
 def factor_codes(groups: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarray, pd.Index]:
@@ -145,8 +145,7 @@ def factor_codes(groups: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.nda
     levels : pandas.Index
     """
     if len(factors) == 1:
-        codes, uniques = _column_codes(groups[factors[0]])
-        return codes, uniques.rename(factors[0])
+        return _column_codes(groups[factors[0]], factors[0])
 
     combined = np.zeros(len(groups), dtype=np.int64)
     parts = []
