@@ -248,6 +248,7 @@ class ProfiledDeviance:
         if self._scalar_terms:
             # rest column -> its term (1-based over all terms), to spread lambda's diagonal
             self._rest_term = np.repeat(np.arange(1, len(terms)), [term.n_levels for term in terms[1:]])
+            self._rest_index = self._rest_term - 1  # the same over the rest terms only
 
     # -- theta -> Lambda ------------------------------------------------------
 
@@ -646,28 +647,35 @@ class ProfiledDeviance:
             rhs0 = (LX0[p] - beta @ LX0[:p])[None, :]
             rhsr = (LXr[p] - beta @ LXr[:p])[None, :]
         vr = rest.solve_upper(Lrr, np.ascontiguousarray(rhsr.T))  # (q_r, k): L_rr'^-1
-        v0 = (rhs0 - M0 * cross.apply_T(d[:, None] * vr).T) / Ld  # (k, m0)
+        DV = d[:, None] * vr  # Lambda_r L_rr'^-1 rhs; its last column is Lambda_r u_r
+        AT = cross.apply_T(DV)  # (m0, k)
+        v0 = (rhs0 - M0 * AT.T) / Ld  # (k, m0)
         u0, ur = v0[-1], vr[:, -1]
         # Z'W r at u: R = A_zy - A_zX beta - A_zz Lambda u
-        b0, br = thetas[0] * u0, d * ur
-        R0 = AX0[p] - beta @ AX0[:p] - self.A00.reshape(m0) * b0 - cross.apply_T(br[:, None])[:, 0]
+        b0, br = thetas[0] * u0, DV[:, -1]
+        R0 = AX0[p] - beta @ AX0[:p] - self.A00.reshape(m0) * b0 - AT[:, -1]
         Rr = rest.AXr[p] - beta @ rest.AXr[:p] - cross.apply(b0[:, None])[:, 0] - rest.times_A(br)
-        dpwrss = np.empty(n_terms)
-        dpwrss[0] = -2.0 * (R0 @ u0)
-        dpwrss[1:] = -2.0 * np.bincount(self._rest_term - 1, weights=Rr * ur, minlength=n_terms - 1)
-        # Diagonal of M^-1 (first term: J + J^2 theta0^2 T_l), per-term sums.
+        # Diagonal of M^-1 (first term: J + J^2 theta0^2 T_l), summed per term;
+        # REML adds the squares of P's columns, P = L_XX^-1 L_Xz L_zz^-1.
         Minv_r, T = rest.inverse_blocks(Lrr, fac.lams[1:])
         J = 1.0 / (Ld * Ld)
-        g0 = J + (J * thetas[0]) ** 2 * T.reshape(m0)
-        gr = np.concatenate([block.reshape(-1) for block in Minv_r])
+        gr = Minv_r[0].reshape(-1) if len(Minv_r) == 1 else np.concatenate([block.reshape(-1) for block in Minv_r])
+        sums = np.empty(n_terms)
+        sums[0] = J.sum() + thetas[0] ** 2 * ((J * J) @ T.reshape(m0))
         if reml_rows:
             P0 = _solve_lower(LXX[:p, :p], v0[:p])
             Pr = _solve_lower(LXX[:p, :p], vr[:, :p].T)
-            g0 = g0 + np.einsum("kl,kl->l", P0, P0)
-            gr = gr + np.einsum("kl,kl->l", Pr, Pr)
-        sums = np.empty(n_terms)
-        sums[0] = g0.sum()
-        sums[1:] = np.bincount(self._rest_term - 1, weights=gr, minlength=n_terms - 1)
+            sums[0] += np.vdot(P0, P0)
+        dpwrss = np.empty(n_terms)
+        dpwrss[0] = -2.0 * (R0 @ u0)
+        if n_terms == 2:  # one rest term: its sums are plain sums
+            dpwrss[1] = -2.0 * (Rr @ ur)
+            sums[1] = gr.sum() + (np.vdot(Pr, Pr) if reml_rows else 0.0)
+        else:
+            dpwrss[1:] = -2.0 * np.bincount(self._rest_index, weights=Rr * ur, minlength=n_terms - 1)
+            if reml_rows:
+                gr = gr + np.einsum("kl,kl->l", Pr, Pr)
+            sums[1:] = np.bincount(self._rest_index, weights=gr, minlength=n_terms - 1)
         return 2.0 * (self._n_levels - sums) / thetas + self._dof * dpwrss / pwrss
 
     def _pwrss_derivatives(self, fac: Factorization, beta: np.ndarray, u: list[np.ndarray]) -> list[np.ndarray]:
