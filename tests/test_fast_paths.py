@@ -17,6 +17,13 @@
   curvature units it steps in against central second differences of the
   objective at the optimum (within a factor of 2: a guide for the steps), and
   the optimum reached in them meets the convergence test of the data's units.
+* The bootstrap's quasi-Newton refits from the fitted optimum
+  (``optimize.optimize_near``) against the usual optimiser on the same
+  replicates: objectives equal within 1e-9 relative (both stop at the same
+  projected-gradient tolerance), never worse by more than that.
+* The direct L-BFGS-B driver (``optimize._lbfgsb``) against
+  ``scipy.optimize.minimize(method="L-BFGS-B")``: the same points evaluated,
+  in the same order, bit for bit.
 """
 
 from __future__ import annotations
@@ -180,3 +187,66 @@ def test_curvature_units_match_the_criterion(monkeypatch):
     # the optimum reached in these units meets the convergence test in the data's units (here 1)
     _, gradient = problem.objective_and_gradient(theta)
     assert np.max(np.abs(gradient) * np.maximum(1.0, theta)) <= _GRADIENT_TOLERANCE * abs(model.objective_)
+
+
+@pytest.mark.parametrize("start", [[1.5, -0.5, 2.0], [0.0, 3.0, 0.2]])
+def test_lbfgsb_driver_evaluates_the_points_scipy_does(start):
+    """A bounded Rosenbrock function (bound active at the optimum of one coordinate)."""
+    from scipy.optimize import Bounds, minimize
+
+    from sklmm._engine import optimize as engine_optimize
+
+    def rosen(x, seen):
+        seen.append(np.array(x, copy=True))
+        a = np.asarray(x)
+        value = np.sum(100.0 * (a[1:] - a[:-1] ** 2) ** 2 + (1.0 - a[:-1]) ** 2) + 3.0 * a[2]
+        grad = np.zeros(3)
+        grad[:-1] += -400.0 * a[:-1] * (a[1:] - a[:-1] ** 2) - 2.0 * (1.0 - a[:-1])
+        grad[1:] += 200.0 * (a[1:] - a[:-1] ** 2)
+        grad[2] += 3.0
+        return value, grad
+
+    lower = np.array([-np.inf, 0.0, 0.1])
+    ours, theirs = [], []
+    result = engine_optimize._lbfgsb(lambda x: rosen(x, ours), np.array(start), lower, 500)
+    reference = minimize(
+        lambda x: rosen(x, theirs), np.array(start), jac=True, method="L-BFGS-B",
+        bounds=Bounds(lower, np.full(3, np.inf)),
+        options={"maxfun": 500, "maxiter": 500, "ftol": 0.0, "gtol": 0.0},
+    )
+    assert len(ours) == len(theirs) > 10
+    for a, b in zip(ours, theirs):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(result.x, reference.x)
+    assert result.fun == reference.fun
+    assert result.message == reference.message
+
+
+@pytest.mark.parametrize("loader, random_effects", [("load_sleepstudy", "(Days | Subject)"), ("load_penicillin", None)])
+def test_near_optimum_refits_match_the_usual_optimizer(loader, random_effects):
+    import sklmm.datasets as datasets
+    from sklmm import MixedLinearRegressor
+    from sklmm._inference.bootstrap import ResponseRefitter
+    from sklmm._inference.simulate import simulation_model
+    from sklmm._engine.optimize import optimize_near
+
+    X, y, groups = getattr(datasets, loader)(return_X_y_groups=True)
+    model = MixedLinearRegressor(random_effects=random_effects).fit(X, y, groups=groups)
+    train = model._training_data
+    sim = simulation_model(train, model.coef_, model.intercept_, model._fitted_terms, model.sigma_)
+    refitter = ResponseRefitter(train, reml=True)
+    near = refitter.near_start(model.theta_)
+    assert near is not None
+    Y = np.column_stack([sim.draw(np.random.default_rng(seed)) for seed in range(20)])
+    used = 0
+    for problem in refitter.problems(Y):
+        with engine_fit.blas_threads_for(problem):
+            fast = optimize_near(problem.objective_and_gradient, model.theta_, refitter.lower, near[0], near[1], 1000)
+        usual = engine_fit.optimize(problem, 1000, model.theta_, second_opinion=False)
+        if fast is None:  # near the boundary or no descent: the usual optimiser is used
+            continue
+        used += 1
+        assert fast.converged
+        assert fast.objective <= usual.objective + 1e-9 * abs(usual.objective)
+        assert fast.objective == pytest.approx(usual.objective, rel=1e-9)
+    assert used >= 15

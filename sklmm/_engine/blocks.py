@@ -277,6 +277,14 @@ _BINCOUNT_MAX = 12
 _DENSE_PRODUCTS_MAX = 200_000
 
 
+def _dense_to_csr(D: np.ndarray) -> sp.csr_matrix:
+    """``scipy.sparse.csr_matrix(D)`` (the same matrix, canonical) without its generic conversion (half the time)."""
+    rows, cols = np.nonzero(D)
+    indptr = np.zeros(D.shape[0] + 1, dtype=np.int32)
+    np.cumsum(np.bincount(rows, minlength=D.shape[0]), out=indptr[1:])
+    return sp.csr_matrix((D[rows, cols], cols.astype(np.int32), indptr), shape=D.shape)
+
+
 def _dense_z(terms: list[ReTerm], n: int) -> np.ndarray:
     """[Z_t for t in terms] as one dense (n, sum q_t) array."""
     Z = np.zeros((n, sum(t.q for t in terms)))
@@ -348,8 +356,8 @@ def form_blocks(terms: list[ReTerm], XY: np.ndarray, weights: np.ndarray | None,
         Z0 = _dense_z([first], n)
         Zr = _dense_z(rest, n)
         WZr = Zr if weights is None else Zr * weights[:, None]
-        blocks.Ar0 = sp.csr_matrix(WZr.T @ Z0)
-        blocks.Arr = sp.csr_matrix(WZr.T @ Zr)
+        blocks.Ar0 = _dense_to_csr(WZr.T @ Z0)
+        blocks.Arr = _dense_to_csr(WZr.T @ Zr)
         blocks.AXr = WXY.T @ Zr
     else:
         Zt_rest = sp.vstack([term_transpose_matrix(t) for t in rest], format="csr")

@@ -92,7 +92,8 @@ _SINGULAR_LAMBDA = 1e-5
 class Factorization:
     """The blocked Cholesky factor at one theta (see the module docstring).
 
-    ``L00`` and ``M0`` have shape (m0, p0, p0); ``LX0`` is (p+1, q0);
+    ``L00`` and ``M0`` have shape (m0, p0, p0) (``M0`` is None for a model
+    with one term whose blocks are p0 x p0, p0 > 1: only the rest terms read it); ``LX0`` is (p+1, q0);
     ``Lrr`` and ``LXr`` are ``None`` when the model has at most one term.
     """
 
@@ -211,6 +212,16 @@ class ProfiledDeviance:
             self.theta_slices.append(slice(start, start + term.n_theta))
             start += term.n_theta
         self.n_theta = start
+        # Read at every evaluation: each term's levels and whether it is scalar
+        # (then lambda_t is theta_t itself), and the residual degrees of freedom.
+        self._n_levels = np.array([term.n_levels for term in terms], dtype=np.float64)
+        self._all_scalar = all(term.n_columns == 1 for term in terms)
+        self._dof = (self.n - self.p) if self.reml else self.n
+        bounds = []
+        for term in terms:
+            rows, cols = lower_triangle_colmajor(term.n_columns)
+            bounds.append(np.where(rows == cols, 0.0, -np.inf))
+        self._lower = np.concatenate(bounds) if bounds else np.empty(0)
         # A_XX = [X y]' W [X y]: depends on the data only.
         self.AXX = blocks.AXX
 
@@ -237,20 +248,19 @@ class ProfiledDeviance:
         if self._scalar_terms:
             # rest column -> its term (1-based over all terms), to spread lambda's diagonal
             self._rest_term = np.repeat(np.arange(1, len(terms)), [term.n_levels for term in terms[1:]])
+            self._rest_index = self._rest_term - 1  # the same over the rest terms only
 
     # -- theta -> Lambda ------------------------------------------------------
 
     def lambdas(self, theta: np.ndarray) -> list[np.ndarray]:
         """Each term's p x p lower-triangular factor at theta."""
+        if self._all_scalar:
+            return [value.reshape(1, 1) for value in np.array(theta, dtype=np.float64)]
         return [term.lambda_from(theta[s]) for term, s in zip(self.terms, self.theta_slices)]
 
     def lower_bounds(self) -> np.ndarray:
         """Lower bounds of theta: 0 on lambda's diagonal, -inf elsewhere."""
-        bounds = []
-        for term in self.terms:
-            rows, cols = lower_triangle_colmajor(term.n_columns)
-            bounds.append(np.where(rows == cols, 0.0, -np.inf))
-        return np.concatenate(bounds) if bounds else np.empty(0)
+        return self._lower.copy()
 
     def theta_scales(self) -> np.ndarray:
         """A natural unit for each element of theta, from the data's scale.
@@ -396,7 +406,8 @@ class ProfiledDeviance:
             B00.reshape(m0, p0 * p0)[:, :: p0 + 1] += 1.0
             L00 = smallblocks.cholesky(B00)
             L00inv = smallblocks.inv_lower(L00)
-            M0 = (L00inv.reshape(m0, p0 * p0) @ _lambda_transpose_map(lam0)).reshape(m0, p0, p0)
+            # M0 is read by the rest terms' blocks only (W0 = M0 M0', L_r0 = Lambda_r' A_r0 M0)
+            M0 = (L00inv.reshape(m0, p0 * p0) @ _lambda_transpose_map(lam0)).reshape(m0, p0, p0) if self.q_rest else None
             # L_X0 = (A_X0 Lambda0) L00^-T: a product with the constant lambda0,
             # then forward substitution per level.
             V = (self.AX0.reshape(-1, p0) @ lam0).reshape(p + 1, m0, p0)
@@ -577,7 +588,7 @@ class ProfiledDeviance:
         if self.rest.consumes_factor:
             # the gradient's inverse overwrites the rest factor: nothing to keep
             self._last_factorization = None
-        if self._scalar_terms and min(lam[0, 0] for lam in fac.lams) >= _SINGULAR_LAMBDA:
+        if self._scalar_terms and fac.theta.min() >= _SINGULAR_LAMBDA:
             return value, self._scalar_terms_gradient(fac, pwrss)
 
         grad = np.empty_like(theta)
@@ -652,48 +663,54 @@ class ProfiledDeviance:
         """
         p, m0, n_terms = self.p, self.m0, len(self.terms)
         rest, cross = self.rest, self.rest.cross
-        thetas = np.array([lam[0, 0] for lam in fac.lams])
+        thetas = fac.theta  # every term scalar: lambda_t = theta_t
         d = thetas[self._rest_term]
         Ld, M0, Lrr = fac.L00.reshape(m0), fac.M0.reshape(m0), fac.Lrr
         LX0, LXr, LXX = fac.LX0, fac.LXr, fac.LXX
         AX0 = self.AX0.reshape(p + 1, m0)
         # beta, then u from L_zz' u = l_yz' - L_Xz' beta; with the REML part, the
-        # rows L_Xz (for P = L_XX^-1 L_Xz L_zz^-1) are solved in the same calls.
+        # rows L_Xz (for P = L_XX^-1 L_Xz L_zz^-1) are solved in the same calls:
+        # right-hand sides in the rows of L_X. (rows 0..p-1), the y row last.
         beta = _solve_lower_transposed(LXX[:p, :p], LXX[p, :p])
         reml_rows = self.reml and p > 0
-        rhs0 = LX0[p] - beta @ LX0[:p]
-        rhsr = LXr[p] - beta @ LXr[:p]
         if reml_rows:
-            rhs0 = np.vstack([rhs0, LX0[:p]])
-            rhsr = np.vstack([rhsr, LXr[:p]])
+            rhs0, rhsr = LX0.copy(), LXr.copy()
+            rhs0[p] -= beta @ LX0[:p]
+            rhsr[p] -= beta @ LXr[:p]
         else:
-            rhs0, rhsr = rhs0[None, :], rhsr[None, :]
+            rhs0 = (LX0[p] - beta @ LX0[:p])[None, :]
+            rhsr = (LXr[p] - beta @ LXr[:p])[None, :]
         vr = rest.solve_upper(Lrr, np.ascontiguousarray(rhsr.T))  # (q_r, k): L_rr'^-1
-        v0 = (rhs0 - M0 * cross.apply_T(d[:, None] * vr).T) / Ld  # (k, m0)
-        u0, ur = v0[0], vr[:, 0]
+        DV = d[:, None] * vr  # Lambda_r L_rr'^-1 rhs; its last column is Lambda_r u_r
+        AT = cross.apply_T(DV)  # (m0, k)
+        v0 = (rhs0 - M0 * AT.T) / Ld  # (k, m0)
+        u0, ur = v0[-1], vr[:, -1]
         # Z'W r at u: R = A_zy - A_zX beta - A_zz Lambda u
-        b0, br = thetas[0] * u0, d * ur
-        R0 = AX0[p] - beta @ AX0[:p] - self.A00.reshape(m0) * b0 - cross.apply_T(br[:, None])[:, 0]
+        b0, br = thetas[0] * u0, DV[:, -1]
+        R0 = AX0[p] - beta @ AX0[:p] - self.A00.reshape(m0) * b0 - AT[:, -1]
         Rr = rest.AXr[p] - beta @ rest.AXr[:p] - cross.apply(b0[:, None])[:, 0] - rest.times_A(br)
-        dpwrss = np.empty(n_terms)
-        dpwrss[0] = -2.0 * (R0 @ u0)
-        dpwrss[1:] = -2.0 * np.bincount(self._rest_term - 1, weights=Rr * ur, minlength=n_terms - 1)
-        # Diagonal of M^-1 (first term: J + J^2 theta0^2 T_l), per-term sums.
+        # Diagonal of M^-1 (first term: J + J^2 theta0^2 T_l), summed per term;
+        # REML adds the squares of P's columns, P = L_XX^-1 L_Xz L_zz^-1.
         Minv_r, T = rest.inverse_blocks(Lrr, fac.lams[1:])
         J = 1.0 / (Ld * Ld)
-        g0 = J + (J * thetas[0]) ** 2 * T.reshape(m0)
-        gr = np.concatenate([block.reshape(-1) for block in Minv_r])
-        if reml_rows:
-            P0 = _solve_lower(LXX[:p, :p], v0[1:])
-            Pr = _solve_lower(LXX[:p, :p], vr[:, 1:].T)
-            g0 = g0 + np.einsum("kl,kl->l", P0, P0)
-            gr = gr + np.einsum("kl,kl->l", Pr, Pr)
+        gr = Minv_r[0].reshape(-1) if len(Minv_r) == 1 else np.concatenate([block.reshape(-1) for block in Minv_r])
         sums = np.empty(n_terms)
-        sums[0] = g0.sum()
-        sums[1:] = np.bincount(self._rest_term - 1, weights=gr, minlength=n_terms - 1)
-        levels = np.array([term.n_levels for term in self.terms], dtype=np.float64)
-        scale = (self.n - p) if self.reml else self.n
-        return 2.0 * (levels - sums) / thetas + scale * dpwrss / pwrss
+        sums[0] = J.sum() + thetas[0] ** 2 * ((J * J) @ T.reshape(m0))
+        if reml_rows:
+            P0 = _solve_lower(LXX[:p, :p], v0[:p])
+            Pr = _solve_lower(LXX[:p, :p], vr[:, :p].T)
+            sums[0] += np.vdot(P0, P0)
+        dpwrss = np.empty(n_terms)
+        dpwrss[0] = -2.0 * (R0 @ u0)
+        if n_terms == 2:  # one rest term: its sums are plain sums
+            dpwrss[1] = -2.0 * (Rr @ ur)
+            sums[1] = gr.sum() + (np.vdot(Pr, Pr) if reml_rows else 0.0)
+        else:
+            dpwrss[1:] = -2.0 * np.bincount(self._rest_index, weights=Rr * ur, minlength=n_terms - 1)
+            if reml_rows:
+                gr = gr + np.einsum("kl,kl->l", Pr, Pr)
+            sums[1:] = np.bincount(self._rest_index, weights=gr, minlength=n_terms - 1)
+        return 2.0 * (self._n_levels - sums) / thetas + self._dof * dpwrss / pwrss
 
     def _pwrss_derivatives(self, fac: Factorization, beta: np.ndarray, u: list[np.ndarray]) -> list[np.ndarray]:
         """d pwrss / d lambda_t as p_t x p_t matrices: -2 R_t' U_t with R = Z'W r."""

@@ -402,12 +402,8 @@ def optimize(problem: ProfiledDeviance, max_evaluations: int, theta0: np.ndarray
             # The optimiser then steps in units of the criterion's curvature
             # (ProfiledDeviance.moment_units), where the Hessian is near the identity.
             units = np.minimum(scale, problem.moment_units())
-    # Where every matrix of an evaluation is small or moderate, a second BLAS
-    # thread does not help, and on a busy machine its spin-waiting made small
-    # fits up to 7x slower (measured): one thread then.
-    single = problem.q_rest < SMALL_REST and problem.p < SMALL_REST
     best = _BestGradient(problem.objective_and_gradient)
-    with _blas_controller().limit(limits=1, user_api="blas") if single else contextlib.nullcontext():
+    with blas_threads_for(problem):
         result = optimize_theta(
             problem.objective,
             best if units is not None else problem.objective_and_gradient,
@@ -465,6 +461,17 @@ def _newton_finish(best: _BestGradient, result, lower: np.ndarray, scale: np.nda
     if count != result.n_evaluations:
         result = OptimizeResult(result.theta, result.objective, count, result.converged, result.message)
     return result
+
+
+def blas_threads_for(problem: ProfiledDeviance):
+    """The BLAS threads an optimisation of ``problem`` runs with (a context manager).
+
+    Where every matrix of an evaluation is small or moderate, a second BLAS
+    thread does not help, and on a busy machine its spin-waiting made small
+    fits up to 7x slower (measured): one thread then.
+    """
+    single = problem.q_rest < SMALL_REST and problem.p < SMALL_REST
+    return _blas_controller().limit(limits=1, user_api="blas") if single else contextlib.nullcontext()
 
 
 @functools.lru_cache(maxsize=1)

@@ -34,6 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy
 from scipy.optimize import Bounds, minimize
 
 #: COBYQA's final trust-region radius (fallback polish).
@@ -210,10 +211,7 @@ def optimize_theta(
                 # ftol=0: L-BFGS-B's relative-reduction test stops early on
                 # badly scaled theta (chem97); convergence is decided by the
                 # projected gradient instead (see _Counted).
-                result = minimize(
-                    f.value_and_gradient, start, jac=True, method="L-BFGS-B", bounds=bounds,
-                    options={"maxfun": max_evaluations, "maxiter": max_evaluations, "ftol": 0.0, "gtol": 0.0},
-                )
+                result = _lbfgsb(f.value_and_gradient, start, lower_scaled, max_evaluations)
                 # L-BFGS-B stopped on its own (a stalled line search, most
                 # often): accept a gradient at rounding level, else polish.
                 if f.best_theta is None:
@@ -238,6 +236,87 @@ def optimize_theta(
         raise NoFiniteObjective(f"the objective was not finite at any of the {f.count} values of theta tried")
     theta = np.maximum(f.best_theta * scale, lower)
     return OptimizeResult(theta, float(f.best_value), f.count, converged and np.isfinite(f.best_value), message)
+
+
+@dataclass
+class _LbfgsbResult:
+    x: np.ndarray
+    fun: float
+    jac: np.ndarray
+    message: str
+
+
+def _setulb_driver_available() -> bool:
+    """Whether scipy's L-BFGS-B routine has the C interface (scipy >= 1.15) that :func:`_lbfgsb` drives."""
+    try:
+        major, minor = (int(part) for part in scipy.__version__.split(".")[:2])
+        from scipy.optimize import _lbfgsb  # noqa: F401
+        from scipy.optimize._lbfgsb_py import status_messages, task_messages  # noqa: F401
+    except (ImportError, ValueError):
+        return False
+    return (major, minor) >= (1, 15)
+
+
+_SETULB = _setulb_driver_available()
+
+
+def _lbfgsb(value_and_gradient, x0: np.ndarray, lower: np.ndarray, max_evaluations: int) -> _LbfgsbResult:
+    """L-BFGS-B from x0 with lower bounds only, ``ftol = gtol = 0``: scipy's routine, driven directly.
+
+    The loop of ``scipy.optimize.minimize(method="L-BFGS-B")`` (scipy's
+    ``_minimize_lbfgsb``: the same calls of its compiled ``setulb`` with the
+    same arguments, so the same iterates and evaluations) without its
+    generic wrappers (``ScalarFunction``, memoisation, copies, bounds
+    conversion), which cost about as much as a small model's evaluations.
+    Falls back to ``minimize`` where scipy's routine has another interface
+    (scipy < 1.15).
+    """
+    if not _SETULB:
+        result = minimize(
+            value_and_gradient, x0, jac=True, method="L-BFGS-B", bounds=Bounds(lower, np.full_like(lower, np.inf)),
+            options={"maxfun": max_evaluations, "maxiter": max_evaluations, "ftol": 0.0, "gtol": 0.0},
+        )
+        return _LbfgsbResult(result.x, float(result.fun), result.jac, result.message)
+    from scipy.optimize import _lbfgsb
+    from scipy.optimize._lbfgsb_py import status_messages, task_messages
+
+    m = 10  # scipy's default maxcor
+    n = x0.size
+    bounded = np.isfinite(lower)
+    nbd = bounded.astype(np.int32)  # 1: lower bound only, 0: unbounded
+    low = np.where(bounded, lower, 0.0)
+    upper = np.zeros(n)
+    x = np.clip(np.asarray(x0, dtype=np.float64).ravel(), lower, np.inf)
+    f = np.array(0.0)
+    g = np.zeros(n)
+    wa = np.zeros(2 * m * n + 5 * n + 11 * m * m + 8 * m)
+    iwa = np.zeros(3 * n, dtype=np.int32)
+    task = np.zeros(2, dtype=np.int32)
+    ln_task = np.zeros(2, dtype=np.int32)
+    lsave = np.zeros(4, dtype=np.int32)
+    isave = np.zeros(44, dtype=np.int32)
+    dsave = np.zeros(29)
+    evaluated_x = None
+    n_evaluations = n_iterations = 0
+    while True:
+        _lbfgsb.setulb(m, x, low, upper, nbd, f, g, 0.0, 0.0, wa, iwa, task, lsave, isave, dsave, 20, ln_task)
+        if task[0] == 3:  # f and g wanted at x (scipy memoises: no new evaluation at the same x)
+            if evaluated_x is None or not np.array_equal(x, evaluated_x):
+                evaluated_x = x.copy()
+                value, grad = value_and_gradient(x.copy())
+                n_evaluations += 1
+                f = float(value)
+                g = np.array(grad, dtype=np.float64).ravel()
+        elif task[0] == 1:  # a new iterate
+            n_iterations += 1
+            if n_iterations >= max_evaluations:
+                task[0], task[1] = 5, 504
+            elif n_evaluations > max_evaluations:
+                task[0], task[1] = 5, 502
+        else:
+            break
+    message = status_messages[int(task[0])] + ": " + task_messages[int(task[1])]
+    return _LbfgsbResult(x, float(f), g, message)
 
 
 def _projected_gradient(theta: np.ndarray, grad: np.ndarray, lower: np.ndarray) -> float:
@@ -305,3 +384,113 @@ def _probe_boundary(f: _Counted, lower: np.ndarray, partners: dict[int, list[int
                 if value < current - 1e-10 * max(1.0, abs(current)):
                     return trial
     return None
+
+
+def optimize_near(objective_and_gradient, theta0: np.ndarray, lower: np.ndarray, scale: np.ndarray,
+                  inverse_hessian: np.ndarray, max_evaluations: int) -> OptimizeResult | None:
+    """Quasi-Newton (BFGS) from a start near the optimum, with a known inverse Hessian; None where it does not apply.
+
+    For refits of nearly the same problem (the bootstrap's replicates, which
+    differ from the fitted model in the response only): the objective's
+    inverse Hessian at the fitted optimum, in the optimiser's units
+    (``theta / scale``), makes the first steps Newton steps, where L-BFGS-B
+    starts from steepest descent with a step of unit length.  The optimum is
+    accepted by the test :func:`optimize_theta` applies (projected gradient
+    below ``_GRADIENT_TOLERANCE * max(1, |objective|)``).  Returns None, and
+    the caller optimises as usual, if a step fails to lower the objective,
+    a bounded element of theta comes near its bound (``_BOUNDARY``, where
+    :func:`optimize_theta` probes the boundary), or 30 iterations or the
+    budget do not suffice.
+
+    Parameters
+    ----------
+    objective_and_gradient : callable
+        theta -> (float, ndarray).
+    theta0, lower, scale : ndarray
+        Start, lower bounds and natural units, as :func:`optimize_theta`'s.
+    inverse_hessian : ndarray (n_theta, n_theta)
+        Symmetric positive definite, in the optimiser's units.
+    max_evaluations : int
+
+    Returns
+    -------
+    OptimizeResult or None
+    """
+    lower_scaled = lower / scale
+    bounded = lower_scaled == 0.0
+    count = 0
+
+    def evaluate(x):
+        nonlocal count
+        count += 1
+        value, grad = objective_and_gradient(x * scale)
+        return float(value), np.asarray(grad, dtype=np.float64) * scale
+
+    x = np.asarray(theta0, dtype=np.float64) / scale
+    if np.any(x[bounded] < _BOUNDARY):
+        return None
+    H = np.array(inverse_hessian, dtype=np.float64, copy=True)
+    f, g = evaluate(x)
+    for _iteration in range(30):
+        if not np.isfinite(f):
+            return None
+        if _projected_gradient(x, g, lower_scaled) <= _GRADIENT_TOLERANCE * max(1.0, abs(f)):
+            theta = np.maximum(x * scale, lower)
+            return OptimizeResult(theta, f, count, True, "converged: quasi-Newton from a nearby optimum")
+        direction = -(H @ g)
+        slope = float(g @ direction)
+        if not slope < 0.0:
+            return None
+        step = 1.0
+        for _halving in range(8):  # backtracking (Armijo)
+            trial = x + step * direction
+            if np.any(trial[bounded] < _BOUNDARY) or count >= max_evaluations:
+                return None
+            f_new, g_new = evaluate(trial)
+            if np.isfinite(f_new) and f_new <= f + 1e-4 * step * slope:
+                break
+            step *= 0.5
+        else:
+            return None
+        s, y = trial - x, g_new - g
+        sy = float(s @ y)
+        if sy > 1e-12 * float(np.sqrt((s @ s) * (y @ y))):  # BFGS update of the inverse Hessian
+            rho = 1.0 / sy
+            Hy = H @ y
+            H = H + ((sy + y @ Hy) * rho * rho) * np.outer(s, s) - rho * (np.outer(Hy, s) + np.outer(s, Hy))
+        x, f, g = trial, f_new, g_new
+    return None
+
+
+def inverse_hessian_at(objective_and_gradient, theta: np.ndarray, lower: np.ndarray, scale: np.ndarray, step: float = 1e-4) -> np.ndarray | None:
+    """The objective's inverse Hessian at theta in the optimiser's units (central differences of the gradient), or None.
+
+    None unless theta is away from its bounds (``_BOUNDARY`` and the step)
+    and the Hessian is finite and positive definite.  Costs 2 n_theta
+    gradient evaluations.
+    """
+    x = np.asarray(theta, dtype=np.float64) / scale
+    lower_scaled = lower / scale
+    if np.any(x[lower_scaled == 0.0] < max(_BOUNDARY, 2 * step)):
+        return None
+    k = x.size
+    H = np.empty((k, k))
+    for i in range(k):
+        grads = []
+        for sign in (1.0, -1.0):
+            trial = x.copy()
+            trial[i] += sign * step
+            value, grad = objective_and_gradient(trial * scale)
+            if not np.isfinite(value):
+                return None
+            grads.append(np.asarray(grad, dtype=np.float64) * scale)
+        H[:, i] = (grads[0] - grads[1]) / (2 * step)
+    H = (H + H.T) / 2.0
+    if not np.all(np.isfinite(H)):
+        return None
+    try:
+        factor = np.linalg.cholesky(H)
+    except np.linalg.LinAlgError:
+        return None
+    inverse = np.linalg.inv(factor)
+    return inverse.T @ inverse

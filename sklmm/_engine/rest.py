@@ -136,6 +136,16 @@ def _packed_rest(rest_terms, layout, Ar0, Arr, AXr, m0: int, p0: int) -> PackedR
     return PackedRest(layout, Arr, AXr, PairCross(Ar0, m0, p0))
 
 
+def _entries(matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows, columns and values of a sparse matrix's entries, each position once."""
+    if sp.issparse(matrix) and matrix.format == "csr" and matrix.has_canonical_format:
+        rows = np.repeat(np.arange(matrix.shape[0], dtype=np.intp), np.diff(matrix.indptr))
+        return rows, matrix.indices.astype(np.intp), matrix.data
+    coo = sp.coo_matrix(matrix)
+    coo.sum_duplicates()
+    return coo.row.astype(np.intp), coo.col.astype(np.intp), coo.data
+
+
 def _apply_lambda(lam: np.ndarray, V: np.ndarray, m: int, p: int, transpose: bool) -> np.ndarray:
     """(I_m (x) lambda) V, or with lambda', for V of shape (m p, k)."""
     block = V.reshape(m, p, -1)
@@ -283,17 +293,23 @@ class NestedRest:
         self.layout = [(0, m, p)]
         self.q = m * p
         self.m, self.p, self.m0, self.p0 = m, p, m0, p0
-        # A_rr is block diagonal for a single term: (m, p, p).
-        dense_diag = sp.csr_matrix(Arr)
-        rows = (np.arange(m)[:, None, None] * p + np.arange(p)[None, :, None]) + np.zeros((1, 1, p), dtype=int)
-        cols = (np.arange(m)[:, None, None] * p + np.arange(p)[None, None, :]) + np.zeros((1, p, 1), dtype=int)
-        self.A = np.asarray(dense_diag[rows.ravel(), cols.ravel()]).reshape(m, p, p)
+        # Both terms scalar ((1 | a/b)): every block is 1 x 1, and each
+        # operation below is a few vector operations on (m,) and (m0,) arrays.
+        self._scalar = p == 1 and p0 == 1
+        # A_rr is block diagonal for a single term: (m, p, p); and the p x p0
+        # blocks of A_r0 at (parent level, first-term level).  Both read off
+        # the matrices' stored entries (duplicates summed), no fancy indexing.
+        self.A = np.zeros((m, p, p))
+        rows, cols, values = _entries(Arr)
+        keep = rows // p == cols // p
+        self.A[rows[keep] // p, rows[keep] % p, cols[keep] % p] = values[keep]
         self.AXr = AXr
-        # parent rest level of each first-term level, and the p x p0 blocks of A_r0
         self.parent = np.asarray(parent, dtype=np.intp)
-        rows = (self.parent[:, None, None] * p + np.arange(p)[None, :, None]) + np.zeros((1, 1, p0), dtype=int)
-        cols = (np.arange(m0)[:, None, None] * p0 + np.arange(p0)[None, None, :]) + np.zeros((1, p, 1), dtype=int)
-        self.Ab = np.asarray(Ar0[rows.ravel(), cols.ravel()]).reshape(m0, p, p0)
+        self.Ab = np.zeros((m0, p, p0))
+        rows, cols, values = _entries(Ar0)
+        level0 = cols // p0
+        keep = rows // p == self.parent[level0]
+        self.Ab[level0[keep], rows[keep] % p, cols[keep] % p0] = values[keep]
 
     def _sum_by_parent(self, per_level: np.ndarray) -> np.ndarray:
         """Sum (m0, a, b) arrays over the first-term levels of each rest level: (m, a, b)."""
@@ -310,6 +326,8 @@ class NestedRest:
     def factor(self, lams, W0: np.ndarray, W0AX0: np.ndarray):
         """L_rr as (m, p, p) lower blocks and L_Xr (p+1, q_r)."""
         lam = lams[0]
+        if self._scalar:
+            return self._scalar_factor(lam[0, 0], W0.reshape(self.m0), W0AX0)
         mm = smallblocks.matmul
         G = self._sum_by_parent(mm(mm(self.Ab, W0), np.swapaxes(self.Ab, 1, 2)))
         B = smallblocks.congruence(lam, self.A - G)
@@ -323,6 +341,21 @@ class NestedRest:
         LXr = smallblocks.solve_lower(Lrr, C).reshape(self.q, k).T
         return Lrr, LXr
 
+    def _scalar_factor(self, lam: float, W0: np.ndarray, W0AX0: np.ndarray):
+        """:meth:`factor` with 1 x 1 blocks: L_rr = sqrt(lam^2 (A - sum Ab^2 W0) + 1)."""
+        ab = self.Ab.reshape(self.m0)
+        G = np.bincount(self.parent, weights=ab * W0 * ab, minlength=self.m)
+        Lrr = np.sqrt(lam * lam * (self.A.reshape(self.m) - G) + 1.0)
+        if not Lrr.min(initial=np.inf) > 0.0:  # also catches NaN
+            raise np.linalg.LinAlgError("a diagonal block is not positive definite")
+        k = W0AX0.shape[1]
+        scaled = ab[:, None] * W0AX0  # A_r0 W0 A_0X per first-term level
+        C = self.AXr.T.copy()
+        for j in range(k):
+            C[:, j] -= np.bincount(self.parent, weights=scaled[:, j], minlength=self.m)
+        LXr = (lam * C / Lrr[:, None]).T
+        return Lrr.reshape(self.m, 1, 1), LXr
+
     def log_diagonal_sum(self, Lrr) -> float:
         return smallblocks.log_diagonal_sum(Lrr)
 
@@ -330,6 +363,8 @@ class NestedRest:
         return np.einsum("lcc->c", self.A) / n
 
     def solve_upper(self, Lrr, rhs: np.ndarray) -> np.ndarray:
+        if self._scalar:
+            return rhs / Lrr.reshape(self.m, 1)
         k = rhs.shape[1]
         out = smallblocks.solve_lower_transpose(Lrr, rhs.reshape(self.m, self.p, k))
         return out.reshape(self.q, k)
@@ -339,9 +374,18 @@ class NestedRest:
         return smallblocks.solve_lower(Lrr, rhs.reshape(self.m, self.p, k)).reshape(self.q, k)
 
     def times_A(self, b: np.ndarray) -> np.ndarray:
+        if self._scalar:
+            return self.A.reshape(self.m) * b
         return np.einsum("lcd,ld->lc", self.A, b.reshape(self.m, self.p)).ravel()
 
     def inverse_blocks(self, Lrr, lams):
+        if self._scalar:
+            inverse = 1.0 / Lrr
+            Minv = inverse * inverse  # (m, 1, 1)
+            lam = lams[0][0, 0]
+            ab = self.Ab.reshape(self.m0)
+            T = (ab * (Minv.reshape(self.m) * (lam * lam))[self.parent] * ab).reshape(self.m0, 1, 1)
+            return [Minv], T
         mm = smallblocks.matmul
         Linv = smallblocks.inv_lower(Lrr)
         Minv = mm(np.swapaxes(Linv, 1, 2), Linv)  # (m, p, p)
@@ -359,11 +403,19 @@ class NestedRest:
     def apply(self, Y: np.ndarray) -> np.ndarray:
         """A_r0 Y for Y of shape (q0, k)."""
         k = Y.shape[1]
+        if self._scalar:
+            scaled = self.Ab.reshape(self.m0, 1) * Y
+            out = np.empty((self.m, k))
+            for j in range(k):
+                out[:, j] = np.bincount(self.parent, weights=scaled[:, j], minlength=self.m)
+            return out
         per_level = self.Ab @ Y.reshape(self.m0, self.p0, k)
         return self._sum_by_parent(per_level).reshape(self.q, k)
 
     def apply_T(self, V: np.ndarray) -> np.ndarray:
         """A_r0' V for V of shape (q_r, k)."""
+        if self._scalar:
+            return self.Ab.reshape(self.m0, 1) * V[self.parent]
         k = V.shape[1]
         blocks = V.reshape(self.m, self.p, k)[self.parent]
         return (np.swapaxes(self.Ab, 1, 2) @ blocks).reshape(self.m0 * self.p0, k)

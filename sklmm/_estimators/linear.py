@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from numbers import Integral
 
@@ -104,6 +105,18 @@ def _warn_factor_columns_in_X(columns: list[str], specs: list[TermSpec]) -> None
             UserWarning,
             stacklevel=_external_stacklevel(),
         )
+
+
+@functools.lru_cache(maxsize=128)
+def _parsed_terms_cached(random_effects: str) -> tuple[TermSpec, ...]:
+    return tuple(parse_random_effects(random_effects))
+
+
+def _parsed_terms(random_effects) -> list[TermSpec]:
+    """:func:`parse_random_effects`, remembered per string (a fit reads it twice; refits many times)."""
+    if not isinstance(random_effects, str):
+        return parse_random_effects(random_effects)  # raises its TypeError
+    return list(_parsed_terms_cached(random_effects))
 
 
 class MixedLinearRegressor(RegressorMixin, BaseEstimator):
@@ -349,7 +362,7 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         """Fit validated training data and set the fitted attributes."""
         self._training_data = data
         fit = fit_lmm(data, reml=self.reml, max_evaluations=self.max_iter)
-        return self._set_fitted(fit, data.fit_intercept, [] if data.groups is None else list(data.groups.columns))
+        return self._set_fitted(fit, data.fit_intercept, [] if data.groups is None else data.groups.columns.tolist())
 
     def _set_fitted(self, fit, fit_intercept: bool, group_columns: list[str]):
         """The fitted attributes from an LmmFit (in-memory or Dask fit alike)."""
@@ -714,7 +727,7 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
             if frame is None:
                 return []
             return [TermSpec(factors=(name,), columns=("(Intercept)",)) for name in frame.columns]
-        specs = parse_random_effects(self.random_effects)
+        specs = _parsed_terms(self.random_effects)
         if frame is None:
             factors = sorted({name for spec in specs for name in spec.factors})
             raise ValueError(
@@ -740,7 +753,7 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         if not isinstance(self.random_effects, str):
             return ()
         try:
-            specs = parse_random_effects(self.random_effects)
+            specs = _parsed_terms(self.random_effects)
         except FormulaError:
             return ()  # reported with its position where the terms are built
         return tuple(name for spec in specs for name in spec.factors)

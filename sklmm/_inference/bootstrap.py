@@ -12,7 +12,10 @@ Batched refits: only the response changes between replicates, so the
 design's cross products are formed once (:class:`ResponseRefitter`); each
 replicate replaces the y row of the cross-product blocks (X'Wy, Z'Wy, y'Wy,
 formed for all replicates at once by a few matrix products) and optimises
-from lme4's ``refit`` start.
+from lme4's ``refit`` start, the fitted theta: by quasi-Newton steps whose
+first matrix is the inverse Hessian of the fitted model's objective there
+(computed once; the replicates' objectives differ in the response only), or
+where those do not apply (near the boundary) by the usual optimiser.
 
 GLMMs (binomial, Poisson): each replicate draws new random effects, then
 the response from the family (:class:`~sklmm._inference.simulate.GlmmSimulationModel`),
@@ -41,7 +44,8 @@ from scipy.stats import norm
 
 from .._model import parameters as _parameters
 from .._engine.blocks import term_transpose_matrix as _term_transpose_matrix
-from .._engine.fit import SINGULAR_TOLERANCE, optimize, prepare
+from .._engine.fit import SINGULAR_TOLERANCE, blas_threads_for, optimize, prepare
+from .._engine.optimize import inverse_hessian_at, optimize_near
 from .simulate import as_seed_sequence, simulation_model
 
 
@@ -176,6 +180,26 @@ class ResponseRefitter:
 
             self.Zt_rest = sp.vstack([_term_transpose_matrix(t) for t in terms[1:]], format="csr")
         self.lower = problem.lower_bounds()
+        self.scale = problem.theta_scales() if problem.n_theta else None  # depends on the design only
+        self._near = None  # (theta0, inverse Hessian there) for the replicates' quasi-Newton start
+
+    def near_start(self, theta0: np.ndarray):
+        """(scale, inverse Hessian of the fitted model's objective at theta0) for :func:`optimize_near`, or None.
+
+        The replicates' objectives differ from the fitted model's in the
+        response only, so its curvature at its optimum is a good first
+        quasi-Newton matrix for every replicate (computed once: 2 n_theta
+        gradient evaluations).
+        """
+        if not self.problem.n_theta:
+            return None
+        theta0 = np.asarray(theta0, dtype=np.float64)
+        if self._near is None or not np.array_equal(self._near[0], theta0):
+            with warnings.catch_warnings(), blas_threads_for(self.problem):
+                warnings.simplefilter("ignore")
+                inverse = inverse_hessian_at(self.problem.objective_and_gradient, theta0, self.lower, self.scale)
+            self._near = (theta0.copy(), inverse)
+        return None if self._near[1] is None else (self.scale, self._near[1])
 
     def _y_rows(self, Y: np.ndarray):
         """The y rows of the cross products for responses Y (n, k), centred as ``prepare`` does."""
@@ -197,6 +221,7 @@ class ResponseRefitter:
         base = self.problem
         p = base.p
         problem = copy.copy(base)
+        problem._last_factorization = None  # the base's factor is of another response
         problem.y_offset = float(offset)
         AXX = base.AXX.copy()
         AXX[p, :p] = AXX[:p, p] = XtWy
@@ -230,12 +255,22 @@ class ResponseRefitter:
         return _refit_problem(next(self.problems(np.asarray(y, dtype=np.float64)[:, None])), self.lower, theta0, max_iter)
 
 
-def _refit_problem(problem, lower, theta0: np.ndarray, max_iter: int):
-    """Optimise a problem from theta0, lme4's ``refit``; see :func:`refit`."""
+def _refit_problem(problem, lower, theta0: np.ndarray, max_iter: int, near=None):
+    """Optimise a problem from theta0, lme4's ``refit``; see :func:`refit`.
+
+    ``near``: ``(scale, inverse Hessian)`` from :meth:`ResponseRefitter.near_start`:
+    quasi-Newton steps from theta0 first (:func:`optimize_near`), the usual
+    optimiser where they do not apply.
+    """
     if problem.n_theta:
+        result = None
+        if near is not None:
+            with blas_threads_for(problem):
+                result = optimize_near(problem.objective_and_gradient, theta0, lower, near[0], near[1], max_iter)
         # No derivative-free second opinion (optimize_theta's): it costs about
         # 50 refits; a singular optimum is checked from a second start instead.
-        result = optimize(problem, max_iter, theta0, second_opinion=False)
+        if result is None:
+            result = optimize(problem, max_iter, theta0, second_opinion=False)
         singular = bool(np.any(result.theta[lower == 0.0] < SINGULAR_TOLERANCE))
         if singular:
             other = optimize(problem, max_iter, second_opinion=False)  # fit_lmm's start
@@ -244,7 +279,7 @@ def _refit_problem(problem, lower, theta0: np.ndarray, max_iter: int):
         theta, converged = result.theta, result.converged
     else:
         theta, converged = np.empty(0), True
-    factor = problem.factorize(theta)
+    factor = problem.last_factorization(theta)  # the optimiser's last point, most often
     _, _, pwrss = problem.log_determinants(factor)
     sigma = problem.sigma(pwrss)
     beta, _ = problem.solve(factor)
@@ -288,8 +323,9 @@ def _run_replicates(data, sim_model, seeds, reml: bool, theta0, max_iter: int, s
             Y = np.column_stack([sim_model.draw(np.random.default_rng(seed)) for seed in chunk])
             if data.offset is not None:
                 Y = Y - data.offset[:, None]  # the training data hold the response minus the offset
+            near = refitter.near_start(theta0)
             for problem in refitter.problems(Y):
-                out.append(_replicate(problem, refitter.lower, theta0, max_iter, sizes))
+                out.append(_replicate(problem, refitter.lower, theta0, max_iter, sizes, near))
     return out
 
 
@@ -333,12 +369,12 @@ def _glmm_replicate(data, y: np.ndarray, family, nagq: int, max_iter: int, sizes
     return params, fit.singular, fit.converged
 
 
-def _replicate(problem, lower, theta0, max_iter: int, sizes):
+def _replicate(problem, lower, theta0, max_iter: int, sizes, near=None):
     """One replicate's refit, with warnings silenced (they are counted)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            theta, sigma, beta, singular, converged = _refit_problem(problem, lower, theta0, max_iter)
+            theta, sigma, beta, singular, converged = _refit_problem(problem, lower, theta0, max_iter, near)
         except (ValueError, np.linalg.LinAlgError, ArithmeticError):  # ArithmeticError: no finite objective
             return None, False, False
     return _parameters_of(theta, sigma, beta, sizes), singular, converged

@@ -51,9 +51,9 @@ class ReTerm:
     levels: pd.Index
     z: np.ndarray | None
 
-    @property
+    @functools.cached_property
     def n_levels(self) -> int:
-        return len(self.levels)
+        return len(self.levels)  # cached: len of an Index of strings is slow, and it is read often
 
     @property
     def n_columns(self) -> int:
@@ -102,6 +102,29 @@ def lower_triangle_colmajor(p: int) -> tuple[np.ndarray, np.ndarray]:
     return upper_cols, upper_rows
 
 
+def _column_codes(column: pd.Series, name=None) -> tuple[np.ndarray, pd.Index]:
+    """Level codes (intp) and sorted labels of one grouping column, unused levels dropped.
+
+    A categorical's codes are its level codes, in category order; only unused
+    categories need dropping (a bincount, no hashing), and its categories are
+    the labels as they are (no conversion to numpy and back).
+    """
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        values = column.array
+        codes = np.asarray(values.codes, dtype=np.intp)
+        categories = values.categories
+        if codes.min(initial=0) >= 0:
+            used = np.bincount(codes, minlength=len(categories)) > 0
+            if used.all():
+                return codes, categories.rename(name)
+            remap = np.cumsum(used) - 1
+            return remap[codes].astype(np.intp), categories[used].rename(name)
+    codes, uniques = pd.factorize(column, sort=True)
+    if isinstance(uniques, pd.CategoricalIndex | pd.Categorical):
+        uniques = pd.Index(np.asarray(uniques))
+    return codes.astype(np.intp, copy=False), pd.Index(uniques, name=name)
+
+
 def factor_codes(groups: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarray, pd.Index]:
     """Level codes and labels of a grouping factor or interaction of factors.
 
@@ -122,27 +145,12 @@ def factor_codes(groups: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.nda
     levels : pandas.Index
     """
     if len(factors) == 1:
-        column = groups[factors[0]]
-        if isinstance(column.dtype, pd.CategoricalDtype):
-            # the category codes are the level codes, in category order; only
-            # unused categories need dropping (a bincount, no hashing)
-            codes = np.asarray(column.cat.codes, dtype=np.intp)
-            categories = column.cat.categories
-            used = np.bincount(codes, minlength=len(categories)) > 0 if codes.min(initial=0) >= 0 else None
-            if used is not None and used.all():
-                return codes, pd.Index(np.asarray(categories), name=factors[0])
-            if used is not None:
-                remap = np.cumsum(used) - 1
-                return remap[codes].astype(np.intp), pd.Index(np.asarray(categories)[used], name=factors[0])
-        codes, uniques = pd.factorize(column, sort=True)
-        if isinstance(uniques, pd.CategoricalIndex | pd.Categorical):
-            uniques = pd.Index(np.asarray(uniques))
-        return codes.astype(np.intp, copy=False), pd.Index(uniques, name=factors[0])
+        return _column_codes(groups[factors[0]], factors[0])
 
     combined = np.zeros(len(groups), dtype=np.int64)
     parts = []
     for name in factors:
-        codes, uniques = pd.factorize(groups[name], sort=True)
+        codes, uniques = _column_codes(groups[name])
         combined = combined * len(uniques) + codes
         parts.append((codes, np.asarray(uniques)))
     observed, refs = np.unique(combined, return_inverse=True)

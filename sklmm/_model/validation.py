@@ -42,8 +42,9 @@ def as_groups_frame(groups, n_samples: int, argument: str = "groups") -> pd.Data
         # pandas >= 3 (copy-on-write): a shallow copy, new axes over the caller's
         # columns, already keeps the caller's data apart from any later edit.
         frame = groups.copy(deep=_PANDAS_MAJOR < 3)
-        if not all(isinstance(c, str) for c in frame.columns):
-            frame.columns = [str(c) for c in frame.columns]
+        names = frame.columns.tolist()  # iterated once: an Index of strings iterates slowly
+        if not all(isinstance(c, str) for c in names):
+            frame.columns = [str(c) for c in names]
     elif isinstance(groups, pd.Series):
         name = "group" if groups.name is None else str(groups.name)
         frame = pd.DataFrame({name: groups.to_numpy()})
@@ -63,12 +64,13 @@ def as_groups_frame(groups, n_samples: int, argument: str = "groups") -> pd.Data
         raise ValueError(f"{argument} has no columns")
     if len(frame) != n_samples:
         raise ValueError(f"{argument} has {len(frame)} rows but X has {n_samples}; they must match row for row")
-    if len(set(frame.columns)) != frame.shape[1]:
+    names = frame.columns.tolist()
+    if len(set(names)) != frame.shape[1]:
         raise ValueError(f"{argument} has repeated column names: {list(frame.columns)}")
     index = frame.index
     if not (isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1):
         frame.index = pd.RangeIndex(n_samples)
-    for name in frame.columns:
+    for name in names:
         column = frame[name]
         try:
             if column.dtype == object:  # numbers, strings and categories always compare
@@ -81,7 +83,7 @@ def as_groups_frame(groups, n_samples: int, argument: str = "groups") -> pd.Data
         if column.dtype.kind == "c":
             raise TypeError(f"{argument} column {name!r} holds complex numbers; grouping labels must be strings, integers or categories")
         if isinstance(column.dtype, pd.CategoricalDtype):
-            missing = column.cat.codes.to_numpy() < 0
+            missing = np.asarray(column.array.codes) < 0
         elif column.dtype.kind in "iub":
             continue  # integers and booleans have no missing or infinite values
         else:
