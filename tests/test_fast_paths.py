@@ -49,16 +49,16 @@ from test_deviance_dense import _problem
 @pytest.mark.parametrize("reml", [True, False], ids=["reml", "ml"])
 def test_scalar_terms_gradient_matches_general_path(case_name, reml):
     *_, problem = _problem(case_name, reml)
-    assert problem._scalar_terms
+    assert problem._all_scalar
     rng = np.random.default_rng(11)
     for _ in range(3):
         theta = rng.uniform(0.1, 2.0, size=problem.n_theta)
         value, fused = problem.objective_and_gradient(theta)
-        problem._scalar_terms = False
+        problem._all_scalar = False
         try:
             value_general, general = problem.objective_and_gradient(theta)
         finally:
-            problem._scalar_terms = True
+            problem._all_scalar = True
         assert value == value_general
         np.testing.assert_allclose(fused, general, rtol=1e-9, atol=1e-9)
         h = 1e-6

@@ -244,8 +244,7 @@ class ProfiledDeviance:
         self.rest_layout = self.rest.layout
         # Every term a scalar (p_t = 1; crossed or nested intercepts): the
         # gradient's general algebra fused into one pass (_scalar_terms_gradient).
-        self._scalar_terms = all(term.n_columns == 1 for term in terms)
-        if self._scalar_terms:
+        if self._all_scalar:
             # rest column -> its term (1-based over all terms), to spread lambda's diagonal
             self._rest_term = np.repeat(np.arange(1, len(terms)), [term.n_levels for term in terms[1:]])
             self._rest_index = self._rest_term - 1  # the same over the rest terms only
@@ -343,7 +342,7 @@ class ProfiledDeviance:
 
     def _one_way_anovas(self):
         """(moment theta, levels, observations per level) per term, or None (see :meth:`moment_theta`)."""
-        if len(self.terms) < 2 or not self._scalar_terms:
+        if len(self.terms) < 2 or not self._all_scalar:
             return None
         p, n = self.p, self.n
         try:
@@ -588,7 +587,7 @@ class ProfiledDeviance:
         if self.rest.consumes_factor:
             # the gradient's inverse overwrites the rest factor: nothing to keep
             self._last_factorization = None
-        if self._scalar_terms and fac.theta.min() >= _SINGULAR_LAMBDA:
+        if self._all_scalar and fac.theta.min() >= _SINGULAR_LAMBDA:
             return value, self._scalar_terms_gradient(fac, pwrss)
 
         grad = np.empty_like(theta)

@@ -57,6 +57,11 @@ def rfp_position(r: np.ndarray, c: np.ndarray, n: int) -> np.ndarray:
     return np.where(c < k, c * (n + 1) + r + 1, (r - k) * (n + 1) + (c - k))
 
 
+def scalar_lambda_diagonal(lams, column_term: np.ndarray) -> np.ndarray:
+    """Lambda_r's diagonal for scalar rest terms: each rest column's lambda_t (``column_term``: its term)."""
+    return np.array([lam[0, 0] for lam in lams])[column_term]
+
+
 def physical_memory() -> int | None:
     """Bytes of physical memory, or None where the platform does not say."""
     try:
@@ -78,11 +83,6 @@ class PackedFactor:
         self.data = data
         self.q, self.n = q, n
         self.consumed = False
-
-    @property
-    def matrix(self) -> np.ndarray:
-        """The buffer as LAPACK's RFP routines take it (a rank-1 view)."""
-        return self.data
 
     def check(self) -> None:
         if self.consumed:
@@ -126,17 +126,14 @@ class PackedRest:
         diagonal = np.arange(self.n)
         self._diagonal_position = rfp_position(diagonal, diagonal, self.n)
 
-    def _diagonal(self, lams) -> np.ndarray:
-        return np.array([lam[0, 0] for lam in lams])[self._column_term]
-
     def lam(self, lams, V: np.ndarray, transpose: bool = False) -> np.ndarray:
         """Lambda_r V (Lambda_r is diagonal here, so also Lambda_r' V)."""
-        d = self._diagonal(lams)
+        d = scalar_lambda_diagonal(lams, self._column_term)
         return V * (d if V.ndim == 1 else d[:, None])
 
     def factor(self, lams, W0: np.ndarray, W0AX0: np.ndarray):
         """L_rr (a :class:`PackedFactor`) and L_Xr."""
-        d = self._diagonal(lams)
+        d = scalar_lambda_diagonal(lams, self._column_term)
         buffer = np.zeros((self.n + 1) * (self.n // 2))
         # B = D (A_rr - A_r0 W0 A_0r) D + I at its nonzeros (lower triangle)
         # (each position list is free of repeats, so fancy indexing adds correctly)
@@ -157,7 +154,7 @@ class PackedRest:
         k = rhs.shape[1]
         b = np.zeros((self.n, k), order="F")
         b[: self.q] = rhs
-        x = lapack.dtfsm(1.0, Lrr.matrix, b, transr="N", side="L", uplo="L", trans=trans, diag="N", overwrite_b=1)
+        x = lapack.dtfsm(1.0, Lrr.data, b, transr="N", side="L", uplo="L", trans=trans, diag="N", overwrite_b=1)
         return x[: self.q]
 
     def solve_lower(self, Lrr: PackedFactor, rhs: np.ndarray) -> np.ndarray:
@@ -186,7 +183,7 @@ class PackedRest:
         Lrr.consumed = True
         if info != 0:
             raise np.linalg.LinAlgError("dpftri failed")
-        d = self._diagonal(lams)
+        d = scalar_lambda_diagonal(lams, self._column_term)
         i, j = self.cross.pair_i, self.cross.pair_j
         T = self.cross.quad_from_pairs(d[i] * inverse[self._pair_position] * d[j])
         diagonal = inverse[self._diagonal_position[: self.q]]

@@ -32,7 +32,7 @@ from scipy.linalg import lapack
 
 from . import smallblocks
 from .crossblock import PairCross, _pair_incidences, make_cross
-from .packedrest import MEMORY_FRACTION, PackedRest, packed_bytes, physical_memory
+from .packedrest import MEMORY_FRACTION, PackedRest, packed_bytes, physical_memory, scalar_lambda_diagonal
 
 #: A dense rest block larger than this (q_r) would need q_r^2 doubles several
 #: times over (A_rr, the factor, the inverse): beyond it the rest terms are held
@@ -173,7 +173,7 @@ class DenseRest:
         """Lambda_r's diagonal when every rest term is scalar (Lambda_r diagonal), else None."""
         if self._column_term is None:
             return None
-        return np.array([lam[0, 0] for lam in lams])[self._column_term]
+        return scalar_lambda_diagonal(lams, self._column_term)
 
     def lam(self, lams, V: np.ndarray, transpose: bool = False) -> np.ndarray:
         """Lambda_r V (or Lambda_r' V) for V with q_r rows."""
