@@ -16,6 +16,11 @@ against
 * lme4 1.1-31 (tests/data/lme4_extra/crossed3, three crossed factors):
   objective at or below lme4's (+1e-4) and within 1e-2, theta within 2e-2,
   the tolerances of test_lme4_reference.py.
+
+The same checks hold with the Gram products streamed (``StreamedCross``, for
+pairs too many to hold), with chunk bounds small enough that Gram blocks
+straddle the packed format's two halves, entries' pairs split across chunks,
+and heavy levels' tiles cut into several pieces.
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ import pandas as pd
 import pytest
 from scipy.linalg import lapack
 
+import sklmm._engine.packedrest as packedrest
 import sklmm._engine.rest as rest
 from reference_cases import as_list, load_case
 from sklmm import MixedLinearRegressor
 from sklmm._engine.fit import TrainingData, prepare
-from sklmm._engine.packedrest import PackedRest, packed_bytes, rfp_position
+from sklmm._engine.crossblock import PairCross
+from sklmm._engine.packedrest import PackedRest, StreamedCross, packed_bytes, rfp_position
 from sklmm._model.bars import parse_random_effects
 from test_deviance_dense import _problem, dense_profiled, dense_Z_lambda
 
@@ -63,6 +70,104 @@ def _prepared(case, reml):
     data = TrainingData(X.to_numpy(), y, groups, w, parse_random_effects(formula), list(X.columns), True)
     prepared = prepare(data, reml)
     return prepared.terms, prepared.design, y, w, prepared.problem
+
+
+#: Heavy-level settings of StreamedCross: every level light (pairs enumerated),
+#: a mix (levels of 3+ rest rows in tiles of 2 rows), every level heavy.
+HEAVY = {"light": (10**9, 256), "mixed": (3, 2), "heavy": (1, 256)}
+
+
+def _stream(monkeypatch, heavy="mixed"):
+    """Force PackedRest with a StreamedCross, in chunks that split blocks, entries and tiles."""
+    monkeypatch.setattr(rest, "DENSE_REST_MAX", 2)
+    monkeypatch.setattr(rest, "PAIR_MEMORY_FRACTION", 0.0)
+    monkeypatch.setattr(packedrest, "STREAM_BLOCK_ENTRIES", 60)  # 3 rows of a 20-column block
+    monkeypatch.setattr(packedrest, "STREAM_CHUNK_INCIDENCES", 7)
+    level, tile = HEAVY[heavy]
+    monkeypatch.setattr(packedrest, "HEAVY_LEVEL", level)
+    monkeypatch.setattr(packedrest, "HEAVY_TILE_ROWS", tile)
+
+
+def _slope_first_case():
+    """A first term with a random slope, (1 + x | u), crossed with two scalar terms: p0 = 2."""
+    rng = np.random.default_rng(8)
+    n = 400
+    groups = pd.DataFrame({"u": rng.integers(0, 40, n).astype(str), "i": rng.integers(0, 9, n).astype(str), "s": rng.integers(0, 6, n).astype(str)})
+    x = rng.normal(size=n)
+    X = pd.DataFrame({"x": x})
+    u = groups["u"].astype(int).to_numpy()
+    y = 0.5 * x + rng.normal(size=40)[u] + 0.4 * rng.normal(size=40)[u] * x + 0.7 * rng.normal(size=9)[groups["i"].astype(int)] + rng.normal(size=n)
+    return X, y, groups, None, "(1 + x | u) + (1 | i) + (1 | s)"
+
+
+def _compare_problems(dense, other, n_points=3, seed=5):
+    rng = np.random.default_rng(seed)
+    for _ in range(n_points):
+        theta = rng.uniform(0.1, 2.0, size=dense.n_theta)
+        v1, g1 = dense.objective_and_gradient(theta)
+        v2, g2 = other.objective_and_gradient(theta)
+        assert v2 == pytest.approx(v1, rel=1e-12)
+        np.testing.assert_allclose(g2, g1, rtol=1e-8, atol=1e-8)
+        beta1, b1 = dense.solve(dense.factorize(theta))
+        beta2, b2 = other.solve(other.factorize(theta))
+        np.testing.assert_allclose(beta2, beta1, rtol=1e-10)
+
+
+@pytest.mark.parametrize("heavy", list(HEAVY))
+@pytest.mark.parametrize("reml", [True, False], ids=["reml", "ml"])
+@pytest.mark.parametrize("case_name", ["penicillin", "crossed3", "zerocorr_crossed"])
+def test_streamed_rest_matches_dense_rest(case_name, reml, heavy, monkeypatch):
+    """Objective to rel 1e-12 and gradient to 1e-8 of the dense path (itself checked by brute force)."""
+    *_, dense = _problem(case_name, reml)
+    assert isinstance(dense.rest, rest.DenseRest)
+    _stream(monkeypatch, heavy)
+    *_, streamed = _problem(case_name, reml)
+    assert isinstance(streamed.rest, PackedRest) and isinstance(streamed.rest.cross, StreamedCross)
+    _compare_problems(dense, streamed)
+
+
+@pytest.mark.parametrize("heavy", list(HEAVY))
+def test_streamed_rest_with_a_sloped_first_term(heavy, monkeypatch):
+    """p0 = 2: W0 is 2 x 2 per level and T_l a 2 x 2 block; as the dense path, and as the pairs."""
+    *_, dense = _prepared(_slope_first_case(), True)
+    assert isinstance(dense.rest, rest.DenseRest) and dense.p0 == 2
+    monkeypatch.setattr(rest, "DENSE_REST_MAX", 2)
+    *_, pairs = _prepared(_slope_first_case(), True)
+    assert isinstance(pairs.rest.cross, PairCross)
+    _stream(monkeypatch, heavy)
+    *_, streamed = _prepared(_slope_first_case(), True)
+    assert isinstance(streamed.rest.cross, StreamedCross)
+    _compare_problems(dense, streamed)
+    _compare_problems(pairs, streamed)
+
+
+def test_streamed_cross_operations_match_pairs(monkeypatch):
+    """The streamed Gram correction and T equal PairCross's on a random packed buffer (rel 1e-13)."""
+    rng = np.random.default_rng(2)
+    import scipy.sparse as sp
+
+    q, m0 = 31, 50  # odd q: the buffer is padded to n = 32
+    A = sp.random(q, m0, density=0.3, random_state=3, format="csr")
+    A.data = rng.uniform(0.5, 2.0, A.nnz)
+    n = q + 1
+    d = rng.uniform(0.2, 1.5, q)
+    W0 = rng.uniform(0.1, 1.0, (m0, 1, 1))
+    pairs = PairCross(A, m0, 1)
+    position = rfp_position(pairs.pair_i, pairs.pair_j, n)
+    expected = np.zeros((n + 1) * (n // 2))
+    expected[position] -= pairs.pair_values(W0) * d[pairs.pair_i] * d[pairs.pair_j]
+    inverse = rng.uniform(-1.0, 1.0, expected.size)
+    T_expected = pairs.quad_from_pairs(d[pairs.pair_i] * inverse[position] * d[pairs.pair_j])
+    for heavy in HEAVY:
+        for block_entries, chunk in [(q, 1), (5 * q, 11), (10**6, 10**6)]:
+            monkeypatch.setattr(packedrest, "HEAVY_LEVEL", HEAVY[heavy][0])
+            monkeypatch.setattr(packedrest, "HEAVY_TILE_ROWS", HEAVY[heavy][1])
+            streamed = StreamedCross(A, m0, 1, block_entries=block_entries, chunk_incidences=chunk)
+            buffer = np.zeros_like(expected)
+            streamed.subtract_packed_gram(buffer, n, W0, d)
+            np.testing.assert_allclose(buffer, expected, rtol=1e-13, atol=1e-13)
+            np.testing.assert_allclose(streamed.packed_quad(inverse, n, d), T_expected, rtol=1e-12, atol=1e-12)
+            assert streamed.n_incidences == pairs.n_incidences
 
 
 @pytest.mark.parametrize("reml", [True, False], ids=["reml", "ml"])
@@ -130,12 +235,15 @@ def _fit(case, method):
         return model.fit(X, y, groups=groups, sample_weight=w)
 
 
+@pytest.mark.parametrize("cross", ["pairs", "streamed"])
 @pytest.mark.parametrize("method", ["reml", "ml"])
-def test_packed_fit_matches_lme4(method, monkeypatch):
+def test_packed_fit_matches_lme4(method, cross, monkeypatch):
     """crossed3 fitted through the packed path: lme4's optimum, and the dense path's estimates."""
     case = load_case("crossed3")
     dense = _fit(case, method)
     monkeypatch.setattr(rest, "DENSE_REST_MAX", 2)
+    if cross == "streamed":
+        _stream(monkeypatch)
     packed = _fit(case, method)
     ref = case.reference[method]
     assert packed.objective_ <= ref["objective"] + 1e-4
@@ -168,12 +276,19 @@ def test_packed_rest_refuses_what_memory_cannot_hold(monkeypatch):
         _problem("crossed3", True)
 
 
-def test_packed_rest_refuses_incidences_memory_cannot_hold(monkeypatch):
+def test_packed_rest_streams_pairs_memory_cannot_hold(monkeypatch):
     """Heavy levels of the first factor (users rating thousands of items) grow the pair structure
-    with the square of their counts: refused with the count, before anything is built."""
-    import sklmm._engine.rest as rest_module
+    with the square of their counts: past memory the Gram products are streamed instead."""
+    monkeypatch.setattr(rest, "DENSE_REST_MAX", 2)
+    monkeypatch.setattr(rest, "physical_memory", lambda: 2**33)
+    monkeypatch.setattr(rest, "PAIR_BYTES", 2**40)  # as if every incidence took a TiB
+    *_, problem = _problem("crossed3", True)
+    assert isinstance(problem.rest.cross, StreamedCross)
 
-    monkeypatch.setattr(rest_module, "DENSE_REST_MAX", 2)
-    monkeypatch.setattr(rest_module, "physical_memory", lambda: 64 * 1024)
-    with pytest.raises(ValueError, match=r"\(f2, f3\) are crossed with it through [\d,]+ \(level, pair of rest levels\) incidences"):
+
+def test_packed_rest_refuses_what_streaming_cannot_hold(monkeypatch):
+    """Neither the pairs nor the streamed workspace fit beside the triangle: refused, naming the terms."""
+    monkeypatch.setattr(rest, "DENSE_REST_MAX", 2)
+    monkeypatch.setattr(rest, "physical_memory", lambda: 64 * 1024)
+    with pytest.raises(ValueError, match=r"\(f2, f3\) have 20 random effects in all, crossed with it through [\d,]+ nonzeros"):
         _problem("crossed3", True)

@@ -23,7 +23,19 @@ triangle once:
   inverse as a factor.
 
 So a 30,000-item model needs 3.6 GB for its rest block, and ml-latest's
-53,883 items 11.6 GB.  Only scalar rest terms (random intercepts, or any
+53,883 items 11.6 GB.
+
+The pairs themselves can outgrow memory: ml-latest's heavy users (the top
+1% rate over 1,100 items each) make 1.3e10 (user, item pair) incidences.
+Then :class:`StreamedCross` keeps only A_r0 (and its transpose) and streams
+both Gram products through bounded chunks at every evaluation:
+
+* the correction ``A_r0 W0 A_0r`` by blocks of rest rows, one sparse product
+  each (scipy's, which sums over the first-term levels) written densely into
+  the packed triangle's slices;
+* the gradient's ``T_l = A_r0[:, l]' N A_r0[:, l]`` by chunks of A_r0's
+  entries, each entry's pairs within its level gathered from the packed
+  inverse.  Only scalar rest terms (random intercepts, or any
 single-column terms) take this path; the first term may have any number of
 columns.
 
@@ -47,6 +59,16 @@ from scipy.linalg import lapack
 
 #: The packed block may take at most this fraction of the machine's memory.
 MEMORY_FRACTION = 0.6
+#: StreamedCross's default chunk bounds: dense entries of one block of the Gram
+#: correction (256 MB), and (level, pair) incidences gathered at once for T
+#: (about 0.7 GB of temporaries).
+STREAM_BLOCK_ENTRIES = 1 << 25
+STREAM_CHUNK_INCIDENCES = 1 << 23
+#: First-term levels touching at least this many rest rows are gathered as
+#: dense tiles (their pairs would cost more to enumerate).
+HEAVY_LEVEL = 128
+#: Rows of a heavy level's tile (its leading square is masked).
+HEAVY_TILE_ROWS = 256
 
 
 def rfp_position(r: np.ndarray, c: np.ndarray, n: int) -> np.ndarray:
@@ -74,6 +96,11 @@ def packed_bytes(q: int) -> int:
     """Bytes of the packed buffer for q rest random effects."""
     n = q + (q % 2)
     return (n + 1) * (n // 2) * 8
+
+
+def rfp_array(buffer: np.ndarray, n: int) -> np.ndarray:
+    """The flat RFP buffer as its (n + 1) x n/2 column-major array (a view)."""
+    return buffer.reshape(n // 2, n + 1).T
 
 
 class PackedFactor:
@@ -122,7 +149,8 @@ class PackedRest:
         lower = sp.tril(self.Arr).tocoo()
         self._arr_i, self._arr_j, self._arr_values = lower.row.astype(np.intp), lower.col.astype(np.intp), lower.data
         self._arr_position = rfp_position(self._arr_i, self._arr_j, self.n)
-        self._pair_position = rfp_position(cross.pair_i, cross.pair_j, self.n)
+        self._streamed = isinstance(cross, StreamedCross)
+        self._pair_position = None if self._streamed else rfp_position(cross.pair_i, cross.pair_j, self.n)
         diagonal = np.arange(self.n)
         self._diagonal_position = rfp_position(diagonal, diagonal, self.n)
 
@@ -138,8 +166,11 @@ class PackedRest:
         # B = D (A_rr - A_r0 W0 A_0r) D + I at its nonzeros (lower triangle)
         # (each position list is free of repeats, so fancy indexing adds correctly)
         buffer[self._arr_position] = self._arr_values * (d[self._arr_i] * d[self._arr_j])
-        i, j = self.cross.pair_i, self.cross.pair_j
-        buffer[self._pair_position] -= self.cross.pair_values(W0) * (d[i] * d[j])
+        if self._streamed:
+            self.cross.subtract_packed_gram(buffer, self.n, W0, d)
+        else:
+            i, j = self.cross.pair_i, self.cross.pair_j
+            buffer[self._pair_position] -= self.cross.pair_values(W0) * (d[i] * d[j])
         buffer[self._diagonal_position] += 1.0
         factor, info = lapack.dpftrf(self.n, buffer, transr="N", uplo="L", overwrite_a=1)
         if info != 0:
@@ -184,8 +215,200 @@ class PackedRest:
         if info != 0:
             raise np.linalg.LinAlgError("dpftri failed")
         d = scalar_lambda_diagonal(lams, self._column_term)
-        i, j = self.cross.pair_i, self.cross.pair_j
-        T = self.cross.quad_from_pairs(d[i] * inverse[self._pair_position] * d[j])
+        if self._streamed:
+            T = self.cross.packed_quad(inverse, self.n, d)
+        else:
+            i, j = self.cross.pair_i, self.cross.pair_j
+            T = self.cross.quad_from_pairs(d[i] * inverse[self._pair_position] * d[j])
         diagonal = inverse[self._diagonal_position[: self.q]]
         blocks = [diagonal[offset : offset + m].reshape(m, 1, 1) for offset, m, _ in self.layout]
         return blocks, T
+
+
+class StreamedCross:
+    """A_r0 for :class:`PackedRest` when its pairs are too many to hold: Gram products streamed.
+
+    Holds A_r0 and its transpose only (O(nnz)); every evaluation recomputes
+
+    * ``D (A_r0 W0 A_0r) D`` block of rest rows by block (a sparse product
+      each, so scipy sums over the first-term levels) and subtracts it from the
+      packed triangle's slices (:meth:`subtract_packed_gram`);
+    * ``T_l = A_r0[:, l]' N A_r0[:, l]`` for ``N = D M_rr^-1 D`` by chunks of
+      A_r0's entries, gathering N at each entry's pairs within its level from
+      the packed inverse (:meth:`packed_quad`).
+
+    Work per evaluation is of the order of the pair incidences (sum over
+    first-term levels of k_l^2), memory of the chunk bounds.
+
+    Parameters
+    ----------
+    Ar0 : sparse (q_r, q0)
+        Z_r' W Z_0; its columns are first-term (level, column) pairs.
+    m0, p0 : int
+        Levels and columns of the first term.
+    block_entries : int, optional
+        Dense entries (rows x q_r) in one block of the Gram correction
+        (default ``STREAM_BLOCK_ENTRIES``).
+    chunk_incidences : int, optional
+        (level, pair) incidences gathered in one chunk of T (default
+        ``STREAM_CHUNK_INCIDENCES``).
+    """
+
+    def __init__(self, Ar0: sp.spmatrix, m0: int, p0: int, block_entries: int | None = None, chunk_incidences: int | None = None):
+        block_entries = STREAM_BLOCK_ENTRIES if block_entries is None else block_entries
+        chunk_incidences = STREAM_CHUNK_INCIDENCES if chunk_incidences is None else chunk_incidences
+        self.q_rest = Ar0.shape[0]
+        self.m0, self.p0 = m0, p0
+        self.A = sp.csr_matrix(Ar0, copy=True)
+        self.A.sum_duplicates()  # canonical: one entry per position, indices sorted
+        self.AT = self.A.T.tocsr()
+        self.AT.sum_duplicates()
+        self.block_rows = max(1, block_entries // max(self.q_rest, 1))
+        self.chunk_incidences = max(1, chunk_incidences)
+        # One "entry" per (level, rest row) with its p0 values, sorted by level, then row.
+        if p0 == 1:
+            self._entry_level = np.repeat(np.arange(m0, dtype=np.int32), np.diff(self.AT.indptr))
+            self._entry_row = self.AT.indices.astype(np.intp)
+            self._values = self.AT.data.reshape(-1, 1)
+            level_start = self.AT.indptr[:-1].astype(np.int64)
+        else:
+            coo = self.AT.tocoo()
+            level, column = np.divmod(coo.row.astype(np.int64), p0)
+            entries, inverse = np.unique(level * self.q_rest + coo.col, return_inverse=True)
+            self._values = np.bincount(inverse * p0 + column, weights=coo.data, minlength=len(entries) * p0).reshape(-1, p0)
+            self._entry_level = (entries // self.q_rest).astype(np.int32)
+            self._entry_row = (entries % self.q_rest).astype(np.intp)
+            level_start = np.searchsorted(self._entry_level, np.arange(m0)).astype(np.int64)
+        # entry a pairs with the entries of its level from the first to itself
+        self._first_of_level = level_start[self._entry_level]
+        self._level_start = np.append(level_start, len(self._entry_level))
+        per_level = np.diff(self._level_start)
+        self.n_incidences = int(np.sum(per_level * (per_level + 1) // 2))
+        heavy = per_level >= HEAVY_LEVEL
+        self._heavy_levels = np.flatnonzero(heavy)
+        self._light_entries = np.flatnonzero(~heavy[self._entry_level])
+        self._light_pairs_end = np.cumsum(self._light_entries - self._first_of_level[self._light_entries] + 1)
+
+    def apply(self, Y: np.ndarray) -> np.ndarray:
+        """A_r0 @ Y for Y of shape (q0, k)."""
+        return np.asarray(self.A @ Y)
+
+    def apply_T(self, V: np.ndarray) -> np.ndarray:
+        """A_r0' @ V for V of shape (q_r, k)."""
+        return np.asarray(self.AT @ V)
+
+    def _weighted_transpose(self, W0: np.ndarray) -> sp.csr_matrix:
+        """blockdiag(W0) A_0r, sparse (q0, q_r)."""
+        if self.p0 == 1:
+            scaled = self.AT.copy()
+            scaled.data *= np.repeat(W0.reshape(-1), np.diff(self.AT.indptr))
+            return scaled
+        W = sp.bsr_matrix((W0, np.arange(self.m0), np.arange(self.m0 + 1)), shape=(self.AT.shape[0],) * 2)
+        return sp.csr_matrix(W @ self.AT)
+
+    def subtract_packed_gram(self, buffer: np.ndarray, n: int, W0: np.ndarray, d: np.ndarray) -> None:
+        """``buffer -= D A_r0 W0 A_0r D`` on the lower triangle held in RFP ``buffer`` (n x n)."""
+        arr = rfp_array(buffer, n)
+        k = n // 2
+        WAT = self._weighted_transpose(W0)
+        for j0 in range(0, self.q_rest, self.block_rows):
+            j1 = min(self.q_rest, j0 + self.block_rows)
+            # rows j0..j1-1 of the Gram, densely; only columns c <= row are kept
+            G = (self.A[j0:j1] @ WAT).toarray()[:, :j1]
+            G *= d[j0:j1, None]
+            G *= d[None, :j1]
+            square = G[:, j0:]
+            square[np.triu_indices(j1 - j0, 1)] = 0.0
+            # (r, c) with c < k sits at arr[r + 1, c]; with c >= k at arr[c - k, r - k]
+            # (the zeros above the diagonal land on entries of the other half: unchanged)
+            ck = min(k, j1)
+            arr[j0 + 1 : j1 + 1, :ck] -= G[:, :ck]
+            if j1 > k:
+                r0 = max(j0, k)
+                arr[: j1 - k, r0 - k : j1 - k] -= G[r0 - j0 :, k:j1].T
+
+    def packed_quad(self, inverse: np.ndarray, n: int, d: np.ndarray) -> np.ndarray:
+        """``T_l = A_r0[:, l]' D M^-1 D A_r0[:, l]`` from M^-1's lower triangle in RFP ``inverse``.
+
+        Light levels (fewer than ``HEAVY_LEVEL`` rest rows) by chunks of their
+        entries' pairs, gathered at computed positions; each heavy level by
+        tiles of its submatrix of M^-1, gathered as 2-d slices of the packed
+        array (rows of it are contiguous in memory) and reduced with BLAS.
+        """
+        p0 = self.p0
+        T = np.zeros((self.m0, p0 * p0))
+        self._light_quad(T, inverse, n, d)
+        self._heavy_quad(T, inverse, n, d)
+        return T.reshape(self.m0, p0, p0)
+
+    def _light_quad(self, T: np.ndarray, inverse: np.ndarray, n: int, d: np.ndarray) -> None:
+        p0 = self.p0
+        entries, pairs_end = self._light_entries, self._light_pairs_end
+        e0 = 0
+        while e0 < len(entries):
+            done = pairs_end[e0 - 1] if e0 else 0
+            e1 = max(e0 + 1, int(np.searchsorted(pairs_end, done + self.chunk_incidences, side="right")))
+            chunk = entries[e0:e1]
+            first = self._first_of_level[chunk]
+            counts = chunk - first + 1
+            total = int(pairs_end[e1 - 1] - done)
+            # pair t of entry a is (a, first_of_level[a] + t), t = 0..counts[a]-1
+            start = np.cumsum(counts) - counts
+            second = np.arange(total) + np.repeat(first - start, counts)
+            i = np.repeat(self._entry_row[chunk], counts)
+            j = self._entry_row[second]
+            value = inverse[rfp_position(i, j, n)] * d[i] * d[j]
+            value[i != j] *= 2.0  # (a, b) and (b, a) both
+            level = np.repeat(self._entry_level[chunk], counts)
+            lo = int(self._entry_level[chunk[0]])
+            width = int(self._entry_level[chunk[-1]]) - lo + 1
+            if p0 == 1:
+                value *= np.repeat(self._values[chunk, 0], counts) * self._values[second, 0]
+                T[lo : lo + width, 0] += np.bincount(level - lo, weights=value, minlength=width)
+            else:
+                va, vb = np.repeat(self._values[chunk], counts, axis=0), self._values[second]
+                for c in range(p0):
+                    for e in range(p0):
+                        sym = 0.5 * (va[:, c] * vb[:, e] + vb[:, c] * va[:, e])
+                        T[lo : lo + width, c * p0 + e] += np.bincount(level - lo, weights=value * sym, minlength=width)
+            e0 = e1
+
+    def _heavy_quad(self, T: np.ndarray, inverse: np.ndarray, n: int, d: np.ndarray) -> None:
+        """T_l for each heavy level l: V' N V over its rest rows, N from the packed lower triangle.
+
+        With the RFP array ``arr`` ((n + 1) x n/2, column major) and its
+        C-ordered transpose ``arrT``: M^-1[r, c] (r >= c) is ``arrT[c, r + 1]``
+        for c < n/2 and ``arrT[r - n/2, c - n/2]`` for c >= n/2.  With the
+        level's rows sorted, their pairs (a <= b) with row a below n/2 form
+        an upper triangle of ``arrT[rows_a, rows + 1]``; those with both rows
+        at or above n/2 a lower triangle of ``arrT[rows - n/2, rows - n/2]``.
+        Q = sum over pairs a <= b of N_ab V_a V_b', and T_l = Q + Q' - the
+        diagonal's part.
+        """
+        k = n // 2
+        for level in self._heavy_levels:
+            a0, a1 = self._level_start[level], self._level_start[level + 1]
+            rows = self._entry_row[a0:a1]
+            V = self._values[a0:a1] * d[rows][:, None]  # (m, p0)
+            m = len(rows)
+            m1 = int(np.searchsorted(rows, k))  # rows below n/2 come first
+            Q = np.zeros((self.p0, self.p0))
+            step = max(1, min(HEAVY_TILE_ROWS, self.chunk_incidences // m))
+            # pairs whose smaller row is below n/2: tiles of rows a, columns b >= a;
+            # only each tile's leading square holds invalid entries (below its diagonal)
+            for t0 in range(0, m1, step):
+                t1 = min(m1, t0 + step)
+                # N[rows[b], rows[a]] at arrT[rows[a], rows[b] + 1], valid for b >= a
+                tile = np.take(inverse, rows[t0:t1, None] * (n + 1) + (rows[None, t0:] + 1))
+                Q += V[t0:t1].T @ (np.triu(tile[:, : t1 - t0]) @ V[t0:t1] + tile[:, t1 - t0 :] @ V[t1:])
+            # pairs with both rows at or above n/2: tiles of rows b, columns a <= b
+            upper = rows[m1:] - k
+            V2 = V[m1:]
+            for t0 in range(0, len(upper), step):
+                t1 = min(len(upper), t0 + step)
+                # N[rows[b], rows[a]] at arrT[rows[b] - k, rows[a] - k], valid for a <= b
+                tile = np.take(inverse, upper[t0:t1, None] * (n + 1) + upper[None, :t1])
+                Q += (tile[:, :t0] @ V2[:t0] + np.tril(tile[:, t0:t1]) @ V2[t0:t1]).T @ V2[t0:t1]
+            diagonal = inverse[rfp_position(rows, rows, n)]
+            Q = Q + Q.T - (V * diagonal[:, None]).T @ V
+            T[level] += Q.reshape(-1)

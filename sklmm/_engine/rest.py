@@ -15,7 +15,9 @@ term causes.  Three structures, chosen when the model is built:
     rest level, and all work is batched over levels.
 :class:`sklmm._engine.packedrest.PackedRest`
     Crossed scalar rest terms beyond ``DENSE_REST_MAX`` random effects: one
-    packed triangle, factored and inverted in place (users x items models).
+    packed triangle, factored and inverted in place (users x items models);
+    its Gram products come from the pairs (a PairCross) or, when those do not
+    fit in memory, are streamed (a StreamedCross).
 
 Both implement the same operations (``Sets`` and returns as documented);
 ``_deviance.ProfiledDeviance`` calls only these.  Symbols as in
@@ -32,7 +34,7 @@ from scipy.linalg import lapack
 
 from . import smallblocks
 from .crossblock import PairCross, _pair_incidences, make_cross
-from .packedrest import MEMORY_FRACTION, PackedRest, packed_bytes, physical_memory, scalar_lambda_diagonal
+from .packedrest import MEMORY_FRACTION, PackedRest, StreamedCross, packed_bytes, physical_memory, scalar_lambda_diagonal
 
 #: A dense rest block larger than this (q_r) would need q_r^2 doubles several
 #: times over (A_rr, the factor, the inverse): beyond it the rest terms are held
@@ -40,6 +42,15 @@ from .packedrest import MEMORY_FRACTION, PackedRest, packed_bytes, physical_memo
 DENSE_REST_MAX = 20_000
 #: Bytes per (level, pair) incidence that building a PairCross takes at its peak.
 PAIR_BYTES = 64
+#: A PairCross is built when it and the packed triangle take at most this
+#: fraction of memory; beyond it the Gram products are streamed
+#: (:class:`sklmm._engine.packedrest.StreamedCross`), at the cost of
+#: recomputing the pairs at every evaluation.
+PAIR_MEMORY_FRACTION = 0.6
+#: StreamedCross: bytes per nonzero of A_r0 (A, A', the entries and their pair
+#: offsets, one weighted copy) and its chunks' workspace.
+STREAMED_BYTES_PER_ENTRY = 80
+STREAMED_WORKSPACE = 2 << 30
 
 
 def _cholesky(a: np.ndarray) -> np.ndarray:
@@ -123,17 +134,22 @@ def _packed_rest(rest_terms, layout, Ar0, Arr, AXr, m0: int, p0: int) -> PackedR
         )
     incidences = _pair_incidences(Ar0, m0, p0)
     pair_bytes = PAIR_BYTES * incidences * p0 * p0
-    if available is not None and needed + pair_bytes > MEMORY_FRACTION * available:
+    if available is None or needed + pair_bytes <= PAIR_MEMORY_FRACTION * available:
+        return PackedRest(layout, Arr, AXr, PairCross(Ar0, m0, p0))
+    # The pairs do not fit (heavy levels of the first term touching thousands of
+    # rest levels): stream the Gram products through bounded chunks instead.
+    streamed_bytes = STREAMED_BYTES_PER_ENTRY * Ar0.nnz + STREAMED_WORKSPACE
+    if needed + streamed_bytes > MEMORY_FRACTION * available:
         raise ValueError(
-            f"the random-effects terms after the one with most levels ({names}) are crossed with it "
-            f"through {incidences:,} (level, pair of rest levels) incidences, the sum over its "
-            f"levels of k (k + 1) / 2 for a level touching k rest levels: holding them takes about "
-            f"{pair_bytes / 2**30:.0f} GiB beside the {needed / 2**30:.1f} GiB of the factor, more "
-            f"than {MEMORY_FRACTION:.0%} of this machine's {available / 2**30:.1f} GiB of memory. "
-            "Levels of the largest factor that touch thousands of rest levels (heavy users rating "
-            "thousands of items) make it grow with the square of their counts."
+            f"the random-effects terms after the one with most levels ({names}) have {q_rest} "
+            f"random effects in all, crossed with it through {Ar0.nnz:,} nonzeros: their packed "
+            f"triangle ({needed / 2**30:.1f} GiB) and the cross products' workspace "
+            f"({streamed_bytes / 2**30:.1f} GiB) take more than {MEMORY_FRACTION:.0%} of this "
+            f"machine's {available / 2**30:.1f} GiB of memory. Simplify the model (fewer levels on "
+            "these factors), or make a factor nested in the largest one (its levels within one "
+            "level of it), which needs no dense block."
         )
-    return PackedRest(layout, Arr, AXr, PairCross(Ar0, m0, p0))
+    return PackedRest(layout, Arr, AXr, StreamedCross(Ar0, m0, p0))
 
 
 def _entries(matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
