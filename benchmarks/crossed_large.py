@@ -156,7 +156,56 @@ def problem_folder(problem: Problem) -> Path:
     return problem.save(folder)
 
 
-def fit_sklmm(problem: Problem):
+class EvaluationLog:
+    """Records (and prints, as they happen) every evaluation of sklmm's criterion during a fit.
+
+    Wraps ``ProfiledDeviance.objective`` and ``objective_and_gradient`` while
+    active: each record is the seconds since the fit began, ``f`` (objective
+    only) or ``g`` (with its gradient), the evaluation's own seconds, theta
+    and the value.  A fit of hours shows its progress, and the table of its
+    evaluations goes into the JSON.
+    """
+
+    def __init__(self, echo=print):
+        self.records: list[dict] = []
+        self.echo = echo
+
+    def __enter__(self):
+        from sklmm._engine import deviance
+
+        self._cls = deviance.ProfiledDeviance
+        self._saved = (self._cls.objective, self._cls.objective_and_gradient)
+        objective, objective_and_gradient = self._saved
+        self.start = time.perf_counter()
+        log = self
+
+        def logged_objective(problem, theta):
+            began = time.perf_counter()
+            value = objective(problem, theta)
+            log.record("f", began, theta, value)
+            return value
+
+        def logged_objective_and_gradient(problem, theta):
+            began = time.perf_counter()
+            value, gradient = objective_and_gradient(problem, theta)
+            log.record("g", began, theta, value)
+            return value, gradient
+
+        self._cls.objective, self._cls.objective_and_gradient = logged_objective, logged_objective_and_gradient
+        return self
+
+    def record(self, kind: str, began: float, theta, value) -> None:
+        now = time.perf_counter()
+        entry = dict(at=now - self.start, kind=kind, seconds=now - began, theta=[float(t) for t in theta], value=float(value))
+        self.records.append(entry)
+        self.echo(f"    {entry['at']:9.1f} s  {kind}  {entry['seconds']:8.1f} s  theta {np.round(entry['theta'], 6).tolist()}  {entry['value']:.6f}")
+
+    def __exit__(self, *exc):
+        self._cls.objective, self._cls.objective_and_gradient = self._saved
+        return False
+
+
+def fit_sklmm(problem: Problem, echo=print):
     """Fit with sklmm in this process; the fitted model and a dict of what was measured."""
     from sklmm import MixedLinearRegressor
 
@@ -168,7 +217,8 @@ def fit_sklmm(problem: Problem):
     model = MixedLinearRegressor(random_effects=problem.random_effects, reml=problem.reml)
     load_before = load_average()
     message = ""
-    with PeakMemory() as memory, warnings.catch_warnings(record=True) as caught:
+    echo("sklmm: each evaluation as it ends (seconds since the fit began, f objective / g with gradient, its seconds, theta, value)")
+    with PeakMemory() as memory, warnings.catch_warnings(record=True) as caught, EvaluationLog(echo) as evaluations:
         warnings.simplefilter("always")
         start = time.perf_counter()
         try:
@@ -182,7 +232,7 @@ def fit_sklmm(problem: Problem):
         seconds=seconds, load_before=load_before, load_after=load_average(),
         rss_before_mb=memory.before_mb, peak_rss_mb=memory.peak_mb,
         peak_rss_lifetime_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-        warnings=message, error=error,
+        warnings=message, error=error, evaluations=evaluations.records,
     )
     if error is None:
         measured.update(
@@ -412,6 +462,8 @@ def main(argv=None) -> None:
     parser.add_argument("--system-blas", action="store_true", help="run R with its system BLAS, not OpenBLAS")
     parser.add_argument("--packed", action="store_true",
                         help="hold the rest block packed (PackedRest) whatever its size, to check that path at small scales")
+    parser.add_argument("--streamed", action="store_true",
+                        help="with --packed: stream the Gram products (StreamedCross) whatever the pairs' size, to check that path at small scales")
     parser.add_argument("--pairs", nargs="+", type=float, metavar="SCALE",
                         help="only count co-rated item pairs of ml_latest_shape at these scales")
     args = parser.parse_args(argv)
@@ -420,11 +472,14 @@ def main(argv=None) -> None:
         return
 
     problem = PROBLEMS[args.problem](args.scale)
-    stem = f"crossed_large_{problem.name}{'_packed' if args.packed else ''}_latest"
-    if args.packed:
+    path = "_streamed" if args.streamed else "_packed" if args.packed else ""
+    stem = f"crossed_large_{problem.name}{path}_latest"
+    if args.packed or args.streamed:
         import sklmm._engine.rest
 
         sklmm._engine.rest.DENSE_REST_MAX = 0
+        if args.streamed:
+            sklmm._engine.rest.PAIR_MEMORY_FRACTION = 0.0
     report_path, json_path = RESULTS / f"{stem}.txt", RESULTS / f"{stem}.json"
     RESULTS.mkdir(exist_ok=True)
     lines: list[str] = []
@@ -435,7 +490,7 @@ def main(argv=None) -> None:
             lines.append(line)
 
     levels = problem.n_levels()
-    say(f"# python -m benchmarks.crossed_large --problem {args.problem} --scale {args.scale:g}{' --packed' if args.packed else ''}  "
+    say(f"# python -m benchmarks.crossed_large --problem {args.problem} --scale {args.scale:g}{' --packed' if args.packed else ''}{' --streamed' if args.streamed else ''}  "
         f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores)",
         f"# {problem.description}", f"# {problem.lme4_formula}, REML; levels: "
         + ", ".join(f"{g} {m:,}" for g, m in levels.items()))
@@ -446,7 +501,7 @@ def main(argv=None) -> None:
         model, measured = None, record["sklmm"]
         say("", f"sklmm: the fit of {record['sklmm'].get('when', 'an earlier run')} (--check-only: not fitted again)")
     elif "sklmm" in args.libraries or not args.no_check:
-        model, measured = fit_sklmm(problem)
+        model, measured = fit_sklmm(problem, echo=say)
         measured["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         record["sklmm"] = measured
         import sklmm

@@ -414,6 +414,7 @@ def optimize(problem: ProfiledDeviance, max_evaluations: int, theta0: np.ndarray
             partners=problem.column_partners(),
             second_opinion=second_opinion,
             alternative_start=alternative,
+            newton_start=units is not None,
         )
         if units is not None:
             result = _newton_finish(best, result, problem.lower_bounds(), scale, units, max_evaluations)

@@ -103,6 +103,7 @@ class _Counted:
         self.count = 0
         self.best_theta = None
         self.best_value = np.inf
+        self._recent = []  # (theta, value, gradient) of the last few value_and_gradient calls
 
     def _keep(self, theta, value):
         if value < self.best_value:
@@ -120,8 +121,14 @@ class _Counted:
         return value
 
     def value_and_gradient(self, theta):
+        # a point evaluated just before (L-BFGS-B starting where the Newton steps
+        # ended): no new evaluation
+        for seen, value, grad in self._recent:
+            if np.array_equal(theta, seen):
+                return value, grad.copy()
         self._count()
         value, grad = self._objective_and_gradient(theta)
+        self._recent = [(np.array(theta, copy=True), value, np.array(grad, copy=True))] + self._recent[:2]
         self._keep(theta, value)
         if np.isfinite(value) and value <= self.best_value and _projected_gradient(theta, grad, self.lower) <= _GRADIENT_TOLERANCE * max(1.0, abs(value)):
             raise _Stationary
@@ -142,6 +149,7 @@ def optimize_theta(
     partners: dict[int, list[int]] | None = None,
     second_opinion: bool = True,
     alternative_start: np.ndarray | None = None,
+    newton_start: bool = False,
 ) -> OptimizeResult:
     """Minimise the objective over theta subject to ``theta >= lower``.
 
@@ -175,6 +183,14 @@ def optimize_theta(
         search starts from whichever of it and ``theta0`` has the lower
         objective (two objective evaluations, counted).  The boundary probe
         and the second opinion still refer to ``theta0``.
+    newton_start : bool, default=False
+        ``scale`` holds units of the objective's curvature (its Hessian near
+        the identity in them): the alternative start is evaluated with its
+        gradient, and if it is the better start, Newton steps with that
+        identity Hessian (at most ``NEWTON_START_STEPS``, each kept only if
+        the objective falls) precede L-BFGS-B, whose first steps are only one
+        unit long.  From a moment start many units from the optimum (a
+        600,000-row users x items model: 13) this saves several evaluations.
 
     Returns
     -------
@@ -202,11 +218,22 @@ def optimize_theta(
     start = theta0 / scale
     converged, message = False, ""
     try:
+        stationary = False
         if alternative_start is not None:
             candidate = np.maximum(np.asarray(alternative_start, dtype=np.float64), lower) / scale
-            if f.value(candidate) < f.value(start):
-                start = candidate
-        for _restart in range(4):
+            if not newton_start:
+                if f.value(candidate) < f.value(start):
+                    start = candidate
+            else:
+                start_value = f.value(start)
+                try:
+                    value, grad = f.value_and_gradient(candidate)
+                    if value < start_value:
+                        start = _newton_steps(f, candidate, value, grad, lower_scaled)
+                except _Stationary:
+                    stationary = True
+                    converged, message = True, "converged: projected gradient below tolerance"
+        for _restart in range(0 if stationary else 4):
             try:
                 # ftol=0: L-BFGS-B's relative-reduction test stops early on
                 # badly scaled theta (chem97); convergence is decided by the
@@ -317,6 +344,24 @@ def _lbfgsb(value_and_gradient, x0: np.ndarray, lower: np.ndarray, max_evaluatio
             break
     message = status_messages[int(task[0])] + ": " + task_messages[int(task[1])]
     return _LbfgsbResult(x, float(f), g, message)
+
+
+#: Newton steps from a moment start in curvature units (see optimize_theta's newton_start).
+NEWTON_START_STEPS = 3
+
+
+def _newton_steps(f: _Counted, x: np.ndarray, value: float, grad: np.ndarray, lower: np.ndarray) -> np.ndarray:
+    """Steps ``x - grad`` (the Newton step where the Hessian is the identity), each kept only if the objective falls.
+
+    Raises :class:`_Stationary` (from ``f``) at a point that is already converged.
+    """
+    for _ in range(NEWTON_START_STEPS):
+        trial = np.maximum(x - grad, lower)
+        trial_value, trial_grad = f.value_and_gradient(trial)
+        if not trial_value < value:
+            break
+        x, value, grad = trial, trial_value, trial_grad
+    return x
 
 
 def _projected_gradient(theta: np.ndarray, grad: np.ndarray, lower: np.ndarray) -> float:
