@@ -60,10 +60,15 @@ from scipy.linalg import lapack
 #: The packed block may take at most this fraction of the machine's memory.
 MEMORY_FRACTION = 0.6
 #: StreamedCross's default chunk bounds: dense entries of one block of the Gram
-#: correction (256 MB), and (level, pair) incidences gathered at once for T
-#: (about 0.7 GB of temporaries).
-STREAM_BLOCK_ENTRIES = 1 << 25
+#: correction (128 MB; with the sparse product and its dense copy, 0.5 GB),
+#: and (level, pair) incidences gathered at once for T (0.4 GB of temporaries).
+STREAM_BLOCK_ENTRIES = 1 << 24
 STREAM_CHUNK_INCIDENCES = 1 << 23
+
+
+def stream_workspace_bytes() -> int:
+    """Peak temporaries of a StreamedCross evaluation at the current chunk bounds."""
+    return max(STREAM_BLOCK_ENTRIES * 8 * 4, STREAM_CHUNK_INCIDENCES * 8 * 6)
 #: First-term levels touching at least this many rest rows are gathered as
 #: dense tiles (their pairs would cost more to enumerate).
 HEAVY_LEVEL = 128

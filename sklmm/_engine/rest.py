@@ -34,7 +34,7 @@ from scipy.linalg import lapack
 
 from . import smallblocks
 from .crossblock import PairCross, _pair_incidences, make_cross
-from .packedrest import MEMORY_FRACTION, PackedRest, StreamedCross, packed_bytes, physical_memory, scalar_lambda_diagonal
+from .packedrest import MEMORY_FRACTION, PackedRest, StreamedCross, stream_workspace_bytes, packed_bytes, physical_memory, scalar_lambda_diagonal
 
 #: A dense rest block larger than this (q_r) would need q_r^2 doubles several
 #: times over (A_rr, the factor, the inverse): beyond it the rest terms are held
@@ -47,10 +47,10 @@ PAIR_BYTES = 64
 #: (:class:`sklmm._engine.packedrest.StreamedCross`), at the cost of
 #: recomputing the pairs at every evaluation.
 PAIR_MEMORY_FRACTION = 0.6
-#: StreamedCross: bytes per nonzero of A_r0 (A, A', the entries and their pair
-#: offsets, one weighted copy) and its chunks' workspace.
-STREAMED_BYTES_PER_ENTRY = 80
-STREAMED_WORKSPACE = 2 << 30
+#: StreamedCross: bytes per nonzero of A_r0: A, A' and the weighted copy of A'
+#: (12 each: value and int32 index), each entry's level, row, level start and
+#: pair offset (28).
+STREAMED_BYTES_PER_ENTRY = 64
 
 
 def _cholesky(a: np.ndarray) -> np.ndarray:
@@ -138,7 +138,7 @@ def _packed_rest(rest_terms, layout, Ar0, Arr, AXr, m0: int, p0: int) -> PackedR
         return PackedRest(layout, Arr, AXr, PairCross(Ar0, m0, p0))
     # The pairs do not fit (heavy levels of the first term touching thousands of
     # rest levels): stream the Gram products through bounded chunks instead.
-    streamed_bytes = STREAMED_BYTES_PER_ENTRY * Ar0.nnz + STREAMED_WORKSPACE
+    streamed_bytes = STREAMED_BYTES_PER_ENTRY * Ar0.nnz + stream_workspace_bytes()
     if needed + streamed_bytes > MEMORY_FRACTION * available:
         raise ValueError(
             f"the random-effects terms after the one with most levels ({names}) have {q_rest} "
