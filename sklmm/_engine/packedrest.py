@@ -51,11 +51,12 @@ unchanged).
 
 from __future__ import annotations
 
+import ctypes
 import os
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.linalg import lapack
+from scipy.linalg import cython_lapack
 
 #: The packed block may take at most this fraction of the machine's memory.
 MEMORY_FRACTION = 0.6
@@ -101,6 +102,60 @@ def packed_bytes(q: int) -> int:
     """Bytes of the packed buffer for q rest random effects."""
     n = q + (q % 2)
     return (n + 1) * (n // 2) * 8
+
+
+def _lapack(name: str, *argtypes):
+    """LAPACK routine ``name`` called directly through scipy's own pointer to it (scipy.linalg.cython_lapack).
+
+    scipy's Python wrappers of the RFP routines check the buffer's length
+    ``n (n + 1) / 2`` in 32-bit arithmetic, which overflows past n = 46,340
+    (ml-latest's 53,883 items); LAPACK itself addresses the buffer with the
+    leading dimension n + 1 and needs no such product.  Character and integer
+    arguments go by reference, as Fortran takes them.
+    """
+    capsule = cython_lapack.__pyx_capi__[name]
+    get_name = ctypes.pythonapi.PyCapsule_GetName
+    get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
+    get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+    get_pointer.restype, get_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+    return ctypes.CFUNCTYPE(None, *argtypes)(get_pointer(capsule, get_name(capsule)))
+
+
+_CHAR, _INT, _DOUBLE = ctypes.c_char_p, ctypes.POINTER(ctypes.c_int), ctypes.c_void_p
+_DPFTRF = _lapack("dpftrf", _CHAR, _CHAR, _INT, _DOUBLE, _INT)
+_DPFTRI = _lapack("dpftri", _CHAR, _CHAR, _INT, _DOUBLE, _INT)
+_DTFSM = _lapack("dtfsm", _CHAR, _CHAR, _CHAR, _CHAR, _CHAR, _INT, _INT, _DOUBLE, _DOUBLE, _DOUBLE, _INT)
+
+
+def _flat(buffer: np.ndarray) -> int:
+    if not (buffer.dtype == np.float64 and buffer.flags.c_contiguous and buffer.flags.writeable):
+        raise ValueError("an RFP buffer must be a writeable contiguous float64 array")
+    return buffer.ctypes.data
+
+
+def rfp_cholesky(buffer: np.ndarray, n: int) -> int:
+    """Lower Cholesky factor in place of the RFP buffer (TRANSR='N', UPLO='L'); LAPACK's info."""
+    info = ctypes.c_int(0)
+    _DPFTRF(b"N", b"L", ctypes.byref(ctypes.c_int(n)), _flat(buffer), ctypes.byref(info))
+    return info.value
+
+
+def rfp_inverse(buffer: np.ndarray, n: int) -> int:
+    """The inverse in place of a Cholesky factor held in the RFP buffer; LAPACK's info."""
+    info = ctypes.c_int(0)
+    _DPFTRI(b"N", b"L", ctypes.byref(ctypes.c_int(n)), _flat(buffer), ctypes.byref(info))
+    return info.value
+
+
+def rfp_solve(buffer: np.ndarray, n: int, rhs: np.ndarray, trans: str) -> np.ndarray:
+    """L^-1 rhs (trans 'N') or L'^-1 rhs ('T') for the lower factor L in the RFP buffer; rhs (n, k), overwritten."""
+    b = np.asfortranarray(rhs, dtype=np.float64)
+    if b.shape[0] != n:
+        raise ValueError(f"rhs has {b.shape[0]} rows, the factor {n}")
+    alpha = np.ones(1)
+    _DTFSM(b"N", b"L", b"L", trans.encode(), b"N", ctypes.byref(ctypes.c_int(n)), ctypes.byref(ctypes.c_int(b.shape[1])),
+           alpha.ctypes.data, _flat(buffer), b.ctypes.data, ctypes.byref(ctypes.c_int(n)))
+    return b
 
 
 def rfp_array(buffer: np.ndarray, n: int) -> np.ndarray:
@@ -177,7 +232,8 @@ class PackedRest:
             i, j = self.cross.pair_i, self.cross.pair_j
             buffer[self._pair_position] -= self.cross.pair_values(W0) * (d[i] * d[j])
         buffer[self._diagonal_position] += 1.0
-        factor, info = lapack.dpftrf(self.n, buffer, transr="N", uplo="L", overwrite_a=1)
+        info = rfp_cholesky(buffer, self.n)
+        factor = buffer
         if info != 0:
             raise np.linalg.LinAlgError(f"matrix is not positive definite (leading minor {info})")
         Lrr = PackedFactor(factor, self.q, self.n)
@@ -190,7 +246,7 @@ class PackedRest:
         k = rhs.shape[1]
         b = np.zeros((self.n, k), order="F")
         b[: self.q] = rhs
-        x = lapack.dtfsm(1.0, Lrr.data, b, transr="N", side="L", uplo="L", trans=trans, diag="N", overwrite_b=1)
+        x = rfp_solve(Lrr.data, self.n, b, trans)
         return x[: self.q]
 
     def solve_lower(self, Lrr: PackedFactor, rhs: np.ndarray) -> np.ndarray:
@@ -215,7 +271,8 @@ class PackedRest:
     def inverse_blocks(self, Lrr: PackedFactor, lams):
         """As :meth:`DenseRest.inverse_blocks`; the inverse overwrites ``Lrr`` (then consumed)."""
         Lrr.check()
-        inverse, info = lapack.dpftri(self.n, Lrr.data, transr="N", uplo="L", overwrite_a=1)
+        info = rfp_inverse(Lrr.data, self.n)
+        inverse = Lrr.data
         Lrr.consumed = True
         if info != 0:
             raise np.linalg.LinAlgError("dpftri failed")
