@@ -132,3 +132,17 @@ def test_fits_reach_the_blocked_paths_optimum(case_name, reml, monkeypatch):
     blocked = MixedLinearRegressor(spec, reml=reml).fit(X, y, groups=groups, sample_weight=w)
     assert dense.objective_ == pytest.approx(blocked.objective_, rel=1e-10)
     np.testing.assert_allclose(dense.theta_, blocked.theta_, rtol=1e-5, atol=1e-5)
+
+
+def test_plain_parameter_fast_path_covers_every_constraint():
+    """fit skips scikit-learn's _validate_params only for plain values of every constrained parameter."""
+    import inspect
+
+    names = set(inspect.signature(MixedLinearRegressor.__init__).parameters) - {"self"}
+    assert names == set(MixedLinearRegressor._parameter_constraints)
+    assert MixedLinearRegressor()._plain_params()
+    for name, value in [("reml", 1), ("max_iter", 0), ("max_iter", 2.0), ("random_effects", 3), ("fit_intercept", "yes"), ("formula", 1.5)]:
+        model = MixedLinearRegressor(**{name: value})
+        assert not model._plain_params()
+        with pytest.raises(ValueError, match=name):  # scikit-learn's InvalidParameterError
+            model.fit(np.zeros((4, 1)), np.arange(4.0), groups=np.array([0, 0, 1, 1]))

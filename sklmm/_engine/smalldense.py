@@ -44,8 +44,9 @@ class DenseSmall:
     """objective(theta) and objective_and_gradient(theta) of a small ``ProfiledDeviance``, dense.
 
     Built from the problem's current blocks (its y rows included: a
-    bootstrap replicate's copy gets its own); the random-effects block
-    ``Z'WZ`` is the problem's dense copy (:meth:`ProfiledDeviance.dense_zz`).
+    bootstrap replicate's copy gets its own); ``zz`` is ``Z'WZ``, dense
+    (see :meth:`ProfiledDeviance.dense_evaluator`).  Holds one N x N work
+    array for the factor, overwritten by each evaluation.
     """
 
     def __init__(self, problem, zz: np.ndarray):
@@ -55,72 +56,69 @@ class DenseSmall:
         N = q + p + 1
         A = np.empty((N, N))
         A[:q, :q] = zz
-        AXz = np.empty((p + 1, q))
+        AXz = A[q:, :q]
         AXz[:, :q0] = problem.AX0.reshape(p + 1, q0)
         if q > q0:
             AXz[:, q0:] = problem.rest.AXr
-        A[q:, :q] = AXz
         A[:q, q:] = AXz.T
         A[q:, q:] = problem.AXX
         self.problem = problem
         self.q, self.p, self.N = q, p, N
         self.A_z = np.ascontiguousarray(A[:, :q])  # [Z X y]' W Z
         self.A_zrow = A[:q]  # Z' W [Z X y]
+        # The factor's work array (Fortran order, factored in place): its upper
+        # triangle stays zero (dpotrf's clean), its z block's diagonal is a view.
+        self._K = np.zeros((N, N), order="F")
+        self._K_zdiag = self._K.reshape(-1, order="F")[: q * (N + 1) : N + 1]
         self.AXX = np.array(problem.AXX)
         # y (nearly) fitted exactly: pwrss is then at rounding level, where the two
         # factorisations may disagree on whether it is positive; the blocked path decides.
         self._exact = _EXACT_PWRSS * float(problem.AXX[p, p])
-        self.reml = problem.reml
         self._k = q + p if problem.reml else q  # leading block whose inverse gives G
         self._dof = problem._dof
         terms = problem.terms
         offsets = [0]
         for term in terms[:-1]:
             offsets.append(offsets[-1] + term.n_levels * term.n_columns)
-        self._offsets = np.array(offsets, dtype=np.intp)
         self._n_levels = problem._n_levels
         self.scalar = problem._all_scalar
         if self.scalar:
+            self._offsets = np.array(offsets, dtype=np.intp)
             self._column_term = np.repeat(np.arange(len(terms)), [term.n_levels for term in terms])
             return
-        # Lambda's entries: flat positions in the q x q matrix and the theta element of each;
-        # and, per term, the flat positions in a k x k matrix of its diagonal blocks' lower entries.
-        positions, elements, self._blocks = [], [], []
-        self._diag_theta = []
+        # Per term: Lambda's entries (flat positions in the q x q matrix, and the
+        # theta element of each), the flat positions of its diagonal blocks' lower
+        # entries in G (Fortran order, k x k), and where its diagonal is in theta.
+        positions, elements, self._terms, self._diag_theta = [], [], [], []
         k = self._k
-        for term, offset, sl in zip(terms, self._offsets, problem.theta_slices):
+        for term, offset, sl in zip(terms, offsets, problem.theta_slices):
             m, pt = term.n_levels, term.n_columns
             rows, cols = lower_triangle_colmajor(pt)
-            start = offset + np.arange(m)[:, None] * pt
-            positions.append(((start + rows) * q + start + cols).ravel())
-            elements.append(np.broadcast_to(sl.start + np.arange(len(rows)), (m, len(rows))).ravel())
-            # G's lower triangle (row >= column) holds entry (r, c) of a level's block at (start + r, start + c)
-            self._blocks.append(((start + rows) + (start + cols) * k).ravel())  # Fortran order of the k x k inverse
-            self._diag_theta.extend(sl.start + np.flatnonzero(rows == cols))
+            start = np.arange(offset, offset + m * pt, pt)[:, None]
+            positions.append(((start + rows) * q + (start + cols)).ravel())
+            elements.append((np.zeros((m, 1), dtype=np.intp) + np.arange(sl.start, sl.stop)).ravel())
+            blocks = ((start + rows) + (start + cols) * k).ravel()
+            self._terms.append((sl, m, pt, offset, rows, cols, blocks, m * np.eye(pt)))
+            self._diag_theta.extend(sl.start + j * pt - j * (j - 1) // 2 for j in range(pt))  # (j, j) in colmajor order
         self._lam_positions = np.concatenate(positions)
         self._lam_elements = np.concatenate(elements)
-        self._diag_theta = np.asarray(self._diag_theta, dtype=np.intp)
-        self._pairs = [lower_triangle_colmajor(term.n_columns) for term in terms]
 
     # -- the factor ------------------------------------------------------------
 
     def _factor(self, theta: np.ndarray):
         """(L in Fortran order, Lambda or its diagonal), or (None, None) where K is not positive definite."""
-        q, N = self.q, self.N
+        q, K = self.q, self._K
         if self.scalar:
             lam = theta[self._column_term]
             ZL = self.A_z * lam
-            K = np.empty((N, N), order="F")
             np.multiply(ZL[:q], lam[:, None], out=K[:q, :q])
         else:
             lam = np.zeros(q * q)
             lam[self._lam_positions] = theta[self._lam_elements]
             lam = lam.reshape(q, q)
             ZL = self.A_z @ lam
-            K = np.empty((N, N), order="F")
             np.matmul(lam.T, ZL[:q], out=K[:q, :q])
-        K[:, q:] = 0.0  # never read (lower triangle only); keeps the array finite
-        K.reshape(-1, order="F")[: q * (N + 1) : N + 1] += 1.0  # + I on the z block's diagonal
+        self._K_zdiag += 1.0  # + I
         K[q:, :q] = ZL[q:]
         K[q:, q:] = self.AXX
         L, info = lapack.dpotrf(K, lower=1, clean=1, overwrite_a=1)
@@ -152,8 +150,9 @@ class DenseSmall:
     def objective_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         """As :meth:`ProfiledDeviance.objective_and_gradient`."""
         theta = np.asarray(theta, dtype=np.float64)
-        near_singular = theta.min() if self.scalar else np.abs(theta[self._diag_theta]).min()
-        if not near_singular >= _SINGULAR_LAMBDA:
+        values = theta.tolist()
+        diagonal = values if self.scalar else [values[i] for i in self._diag_theta]
+        if not all(abs(value) >= _SINGULAR_LAMBDA for value in diagonal):  # (NaN included)
             return self.problem.objective_and_gradient(theta)
         L, lam = self._factor(theta)
         if L is None:
@@ -178,29 +177,25 @@ class DenseSmall:
         G, info = lapack.dpotri(L[:k, :k], lower=1)
         if info != 0:
             return np.inf, np.zeros_like(theta)
-        offsets = self._offsets
+        flat = G.reshape(-1, order="F")
         if self.scalar:
-            sums = np.add.reduceat(G.reshape(-1, order="F")[: q * (k + 1) : k + 1], offsets)
+            offsets = self._offsets
+            sums = np.add.reduceat(flat[: q * (k + 1) : k + 1], offsets)
             dpwrss = -2.0 * np.add.reduceat(R * u, offsets)
             return value, 2.0 * (self._n_levels - sums) / theta + self._dof * dpwrss / pwrss
-        from .deviance import _solve_lower_transposed
-
-        flat = G.reshape(-1, order="F")
         grad = np.empty_like(theta)
-        problem = self.problem
-        for t, (term, sl) in enumerate(zip(problem.terms, problem.theta_slices)):
-            m, pt = term.n_levels, term.n_columns
-            rows, cols = self._pairs[t]
-            lower = flat[self._blocks[t]].reshape(m, len(rows)).sum(axis=0)
+        scale = self._dof / pwrss
+        for sl, m, pt, start, rows, cols, blocks, mI in self._terms:
+            lower = flat[blocks].reshape(m, len(rows)).sum(axis=0)
             S = np.empty((pt, pt))
             S[rows, cols] = lower
             S[cols, rows] = lower
-            start = offsets[t]
-            Rt = R[start : start + m * pt].reshape(m, pt)
-            ut = u[start : start + m * pt].reshape(m, pt)
-            dpwrss = -2.0 * (Rt.T @ ut)
+            dpwrss = -2.0 * (R[start : start + m * pt].reshape(m, pt).T @ u[start : start + m * pt].reshape(m, pt))
             lam_t = np.zeros((pt, pt))
             lam_t[rows, cols] = theta[sl]
-            dlogdet = 2.0 * _solve_lower_transposed(lam_t, (m * np.eye(pt) - S).T)
-            grad[sl] = dlogdet[rows, cols] + self._dof * dpwrss[rows, cols] / pwrss
+            # d log det / d lambda = 2 [(m I - S) lambda^-1]' (deviance's docstring)
+            dlogdet, info = lapack.dtrtrs(lam_t, (mI - S).T, lower=1, trans=1)
+            if info != 0:
+                return self.problem.objective_and_gradient(theta)
+            grad[sl] = 2.0 * dlogdet[rows, cols] + scale * dpwrss[rows, cols]
         return value, grad
