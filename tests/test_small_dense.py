@@ -146,3 +146,20 @@ def test_plain_parameter_fast_path_covers_every_constraint():
         assert not model._plain_params()
         with pytest.raises(ValueError, match=name):  # scikit-learn's InvalidParameterError
             model.fit(np.zeros((4, 1)), np.arange(4.0), groups=np.array([0, 0, 1, 1]))
+
+
+def test_one_blas_thread_limit_sets_and_restores():
+    """blas_threads_for (small problems): every BLAS library at one thread inside, as before after."""
+    from threadpoolctl import threadpool_info
+
+    import sklmm._engine.fit as engine_fit
+
+    *_, problem = _problem("penicillin", True)
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    before = blas_threads()
+    with engine_fit.blas_threads_for(problem):
+        assert all(n == 1 for n in blas_threads())
+    assert blas_threads() == before

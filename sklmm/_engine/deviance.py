@@ -74,7 +74,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
 from scipy.linalg import lapack
 
 from . import smallblocks, smalldense
@@ -588,7 +587,7 @@ class ProfiledDeviance:
     def fixed_effects_cov(self, fac: Factorization, sigma: float) -> np.ndarray:
         """sigma^2 (R_X' R_X)^-1, lme4's ``vcov``."""
         p = self.p
-        RXinv = scipy.linalg.solve_triangular(fac.LXX[:p, :p], np.eye(p), lower=True, check_finite=False)
+        RXinv = _solve_lower(fac.LXX[:p, :p], np.eye(p))  # LAPACK's dtrtrs, as scipy's solve_triangular calls it
         return sigma**2 * (RXinv.T @ RXinv)
 
     # -- the gradient ----------------------------------------------------------------
