@@ -330,21 +330,25 @@ def fit_prepared(prepared, *, reml: bool, max_evaluations: int) -> LmmFit:
     if not terms:
         return _least_squares_fit(problem, fixed_names, kept, dropped, n, reml)
 
-    check_computable(problem, prepared)
-    try:
-        result = optimize(problem, max_evaluations)
-    except NoFiniteObjective as error:
-        raise ValueError(
-            f"the criterion could not be computed in double precision at any theta ({error}); "
-            f"{prepared.scale_summary()}. Centre and rescale y and the columns of X (e.g. to "
-            "mean 0 and standard deviation 1) and fit again."
-        ) from None
-    factor = problem.last_factorization(result.theta)
-    ldL2, ldRX2, pwrss = problem.log_determinants(factor)
-    objective = problem.criterion(ldL2, ldRX2, pwrss)
-    beta_kept, b = problem.solve(factor)
-    sigma = problem.sigma(pwrss)
-    vcov = problem.fixed_effects_cov(factor, sigma)
+    # The estimates' small triangular solves too run with one BLAS thread where the
+    # optimiser does: with two, OpenBLAS's dtrtrs on a 2 x 2 matrix waited 4-16 ms for its
+    # thread pool on a busy machine (measured), several times a small fit's whole time.
+    with blas_threads_for(problem):
+        check_computable(problem, prepared)
+        try:
+            result = optimize(problem, max_evaluations)
+        except NoFiniteObjective as error:
+            raise ValueError(
+                f"the criterion could not be computed in double precision at any theta ({error}); "
+                f"{prepared.scale_summary()}. Centre and rescale y and the columns of X (e.g. to "
+                "mean 0 and standard deviation 1) and fit again."
+            ) from None
+        factor = problem.last_factorization(result.theta)
+        ldL2, ldRX2, pwrss = problem.log_determinants(factor)
+        objective = problem.criterion(ldL2, ldRX2, pwrss)
+        beta_kept, b = problem.solve(factor)
+        sigma = problem.sigma(pwrss)
+        vcov = problem.fixed_effects_cov(factor, sigma)
 
     lower = problem.lower_bounds()
     singular = bool(np.any(result.theta[lower == 0.0] < SINGULAR_TOLERANCE))
