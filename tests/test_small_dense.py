@@ -163,3 +163,34 @@ def test_one_blas_thread_limit_sets_and_restores():
     with engine_fit.blas_threads_for(problem):
         assert all(n == 1 for n in blas_threads())
     assert blas_threads() == before
+
+
+def test_moment_start_factor_is_reused_for_its_gradient(monkeypatch):
+    """The moment start's chosen point is factored once: one factorisation fewer than
+    evaluations plus the estimates' (none made twice), and the same fit as without the reuse."""
+    import sklmm._engine.fit as engine_fit
+    from test_fast_paths import _crossed
+
+    X, y, groups = _crossed()
+    calls = {"factorize": 0}
+    original = ProfiledDeviance.factorize
+
+    def counting(self, theta):
+        calls["factorize"] += 1
+        return original(self, theta)
+
+    monkeypatch.setattr(ProfiledDeviance, "factorize", counting)
+    reused = MixedLinearRegressor(random_effects="(1 | user) + (1 | item)").fit(X, y, groups=groups)
+    with_reuse = calls["factorize"]
+
+    class NoReuse(engine_fit._ReuseStartFactor):
+        def objective_and_gradient(self, theta):
+            self._factor = None
+            return self._problem.objective_and_gradient(theta)
+
+    monkeypatch.setattr(engine_fit, "_ReuseStartFactor", NoReuse)
+    calls["factorize"] = 0
+    plain = MixedLinearRegressor(random_effects="(1 | user) + (1 | item)").fit(X, y, groups=groups)
+    assert with_reuse == calls["factorize"] - 1
+    assert reused.objective_ == plain.objective_ and reused.n_iter_ == plain.n_iter_
+    np.testing.assert_array_equal(reused.theta_, plain.theta_)

@@ -350,7 +350,7 @@ class ProfiledDeviance:
         anovas = self._one_way_anovas()
         return None if anovas is None else anovas[0]
 
-    def moment_units(self) -> np.ndarray | None:
+    def moment_units(self, anovas=None) -> np.ndarray | None:
         """Natural units of theta at the moment start, from each term's one-way analysis of variance.
 
         For a balanced one-way random intercept with m levels of k
@@ -362,8 +362,9 @@ class ProfiledDeviance:
         9 or 10 evaluations instead of 13).  Evaluated at
         :meth:`moment_theta`; None where that is None.  A guide for the
         optimiser's steps only (see :func:`sklmm._engine.fit.optimize`).
+        ``anovas``: :meth:`_one_way_anovas` if already computed.
         """
-        anovas = self._one_way_anovas()
+        anovas = self._one_way_anovas() if anovas is None else anovas
         if anovas is None:
             return None
         theta, levels, per_level = anovas
@@ -499,13 +500,22 @@ class ProfiledDeviance:
         Returns ``inf`` where the factorization fails, so that optimisers
         step away from such points.
         """
+        return self.objective_with_factor(theta)[0]
+
+    def objective_with_factor(self, theta: np.ndarray) -> tuple[float, Factorization | None]:
+        """:meth:`objective` and the factor it was read from (None where it is not finite).
+
+        For a caller that may want the gradient at the same theta next (the
+        optimiser's chosen start): ``objective_and_gradient(theta, factor)``.
+        """
         self._last_factorization = None  # one factor alive at a time (see objective_and_gradient)
+        theta = np.asarray(theta, dtype=np.float64)
         try:
             fac = self.factorize(theta)
         except np.linalg.LinAlgError:
-            return np.inf
+            return np.inf, None
         value = self.criterion(*self.log_determinants(fac))
-        return value if np.isfinite(value) else np.inf
+        return (value, fac) if np.isfinite(value) else (np.inf, None)
 
     # -- estimates at a theta ----------------------------------------------------
 
@@ -592,19 +602,24 @@ class ProfiledDeviance:
 
     # -- the gradient ----------------------------------------------------------------
 
-    def objective_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+    def objective_and_gradient(self, theta: np.ndarray, factor: Factorization | None = None) -> tuple[float, np.ndarray]:
         """The objective and its gradient with respect to theta.
 
-        Returns ``(inf, zeros)`` where the factorization fails.
+        Returns ``(inf, zeros)`` where the factorization fails.  ``factor``:
+        :meth:`factorize` at this theta of the blocks as they are, if the caller
+        has it (:meth:`objective_with_factor`); it is then not made again.
         """
         theta = np.asarray(theta, dtype=np.float64)
         # The previous evaluation's factor is let go before this one is made:
         # one factor alive at a time (a dense rest block's is q_r^2 doubles).
         self._last_factorization = None
-        try:
-            fac = self.factorize(theta)
-        except np.linalg.LinAlgError:
-            return np.inf, np.zeros_like(theta)
+        if factor is not None:
+            fac = factor
+        else:
+            try:
+                fac = self.factorize(theta)
+            except np.linalg.LinAlgError:
+                return np.inf, np.zeros_like(theta)
         # The optimiser's last point is most often its optimum: the fit reads
         # the factor from here instead of factoring again (see last_factorization).
         self._last_factorization = fac

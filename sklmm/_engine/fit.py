@@ -401,15 +401,25 @@ def optimize(problem: ProfiledDeviance, max_evaluations: int, theta0: np.ndarray
     # that choose the start would cost more than they save.
     alternative = units = None
     if theta0 is None and problem.m0 * problem.p0 + problem.q_rest >= MOMENT_START_MIN:
-        alternative = problem.moment_theta()
-        if alternative is not None:
+        anovas = problem._one_way_anovas()  # moment_theta and moment_units, computed once
+        if anovas is not None:
+            alternative = anovas[0]
             # The optimiser then steps in units of the criterion's curvature
             # (ProfiledDeviance.moment_units), where the Hessian is near the identity.
-            units = np.minimum(scale, problem.moment_units())
+            units = np.minimum(scale, problem.moment_units(anovas))
     # A small model's criterion by one dense factor (smalldense): the same numbers,
     # a fraction of the blocked path's per-evaluation overhead.
     dense = problem.dense_evaluator() if units is None else None
-    objective, objective_and_gradient = (problem.objective, problem.objective_and_gradient) if dense is None else (dense.objective, dense.objective_and_gradient)
+    reuse = None
+    if dense is not None:
+        objective, objective_and_gradient = dense.objective, dense.objective_and_gradient
+    elif alternative is not None:
+        # The two starts are compared by their objectives: the chosen one's factor is
+        # then reused for its gradient, the optimiser's first evaluation.
+        reuse = _ReuseStartFactor(problem)
+        objective, objective_and_gradient = reuse.objective, reuse.objective_and_gradient
+    else:
+        objective, objective_and_gradient = problem.objective, problem.objective_and_gradient
     best = _BestGradient(objective_and_gradient)
     with blas_threads_for(problem):
         result = optimize_theta(
@@ -423,9 +433,41 @@ def optimize(problem: ProfiledDeviance, max_evaluations: int, theta0: np.ndarray
             second_opinion=second_opinion,
             alternative_start=alternative,
         )
+        if reuse is not None:
+            reuse.release()
         if units is not None:
             result = _newton_finish(best, result, problem.lower_bounds(), scale, units, max_evaluations)
     return result
+
+
+class _ReuseStartFactor:
+    """The problem's objective keeping the factor of its last evaluation, which the next
+    ``objective_and_gradient`` at the same theta reuses: the moment start's chosen point is
+    factored once, not once for its objective and again for its gradient.
+
+    Lives for one :func:`optimize` call (the blocks do not change within it) and holds at
+    most one factor, let go before any other is made.
+    """
+
+    def __init__(self, problem: ProfiledDeviance):
+        self._problem = problem
+        self._factor = None
+
+    def objective(self, theta):
+        self._factor = None
+        value, self._factor = self._problem.objective_with_factor(theta)
+        return value
+
+    def objective_and_gradient(self, theta):
+        theta = np.asarray(theta, dtype=np.float64)
+        factor, self._factor = self._factor, None
+        if factor is not None and np.array_equal(factor.theta, theta):
+            return self._problem.objective_and_gradient(theta, factor)
+        factor = None  # noqa: F841 - let it go before the next one is made
+        return self._problem.objective_and_gradient(theta)
+
+    def release(self):
+        self._factor = None
 
 
 class _BestGradient:

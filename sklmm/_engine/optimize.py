@@ -206,7 +206,10 @@ def optimize_theta(
     try:
         if alternative_start is not None:
             candidate = np.maximum(np.asarray(alternative_start, dtype=np.float64), lower) / scale
-            if f.value(candidate) < f.value(start):
+            # lme4's start first, the candidate last: its evaluation's factor is the one an
+            # objective may keep for the first gradient (the candidate is most often chosen)
+            at_start = f.value(start)
+            if f.value(candidate) < at_start:
                 start = candidate
         for _restart in range(4):
             try:
