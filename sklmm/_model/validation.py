@@ -45,7 +45,8 @@ def as_groups_frame(groups, n_samples: int, argument: str = "groups") -> pd.Data
         frame = groups.copy(deep=_PANDAS_MAJOR < 3)
         names = frame.columns.tolist()  # iterated once: an Index of strings iterates slowly
         if not all(isinstance(c, str) for c in names):
-            frame.columns = [str(c) for c in names]
+            names = [str(c) for c in names]
+            frame.columns = names
     elif isinstance(groups, pd.Series):
         name = "group" if groups.name is None else str(groups.name)
         frame = pd.DataFrame({name: groups.to_numpy()})
@@ -65,7 +66,8 @@ def as_groups_frame(groups, n_samples: int, argument: str = "groups") -> pd.Data
         raise ValueError(f"{argument} has no columns")
     if len(frame) != n_samples:
         raise ValueError(f"{argument} has {len(frame)} rows but X has {n_samples}; they must match row for row")
-    names = frame.columns.tolist()
+    if not isinstance(groups, pd.DataFrame):
+        names = frame.columns.tolist()
     if len(set(names)) != frame.shape[1]:
         raise ValueError(f"{argument} has repeated column names: {list(frame.columns)}")
     index = frame.index
