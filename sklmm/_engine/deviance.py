@@ -74,10 +74,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
 from scipy.linalg import lapack
 
-from . import smallblocks
+from . import smallblocks, smalldense
 from .blocks import CrossProducts, form_blocks, nested_parent
 from .rest import _cholesky, make_rest
 from .._model.terms import ReTerm, lower_triangle_colmajor
@@ -234,8 +233,13 @@ class ProfiledDeviance:
         # A_00 = Z_0' W Z_0, block diagonal (m0, p0, p0); A_X0 = [X y]' W Z_0 as (p+1, m0, p0).
         self.A00 = blocks.A00
         self.AX0 = blocks.AX0
+        q_all = sum(term.n_levels * term.n_columns for term in terms)
         if len(terms) == 1:
+            self._rest_zz = () if q_all <= smalldense.MAX_RANDOM_EFFECTS else None
             return
+        # A small model's rest blocks also dense, for its dense evaluator (dense_evaluator).
+        small = q_all <= smalldense.MAX_RANDOM_EFFECTS and blocks.Ar0 is not None and blocks.Arr is not None
+        self._rest_zz = (blocks.Ar0.toarray(), blocks.Arr.toarray()) if small else None
         # The rest: every other term, stacked; dense or block-diagonal (_rest).
         if rest is None:
             rest = make_rest(terms[1:], blocks.Ar0, blocks.Arr, blocks.AXr, nested_parent(blocks.parent_range), self.m0, self.p0)
@@ -248,6 +252,34 @@ class ProfiledDeviance:
             # rest column -> its term (1-based over all terms), to spread lambda's diagonal
             self._rest_term = np.repeat(np.arange(1, len(terms)), [term.n_levels for term in terms[1:]])
             self._rest_index = self._rest_term - 1  # the same over the rest terms only
+
+    def dense_evaluator(self) -> smalldense.DenseSmall | None:
+        """The criterion of a small model by one dense factor (:mod:`sklmm._engine.smalldense`), else None.
+
+        Built from the problem's blocks as they are now (a bootstrap
+        replicate's copy, whose y rows differ, gets its own); None for a
+        model with more than ``smalldense.MAX_RANDOM_EFFECTS`` random
+        effects or one whose rest blocks were not formed here (a reweighted
+        GLMM step given its rest structure).
+        """
+        rest_zz = getattr(self, "_rest_zz", None)
+        if not self.terms or rest_zz is None:
+            return None
+        m0, p0 = self.m0, self.p0
+        q0 = m0 * p0
+        q = q0 + self.q_rest
+        zz = np.zeros((q, q))
+        if p0 == 1:
+            zz.reshape(-1)[: q0 * (q + 1) : q + 1] = self.A00.reshape(-1)
+        else:
+            start = np.arange(m0)[:, None, None] * p0
+            zz[start + np.arange(p0)[None, :, None], start + np.arange(p0)[None, None, :]] = self.A00
+        if rest_zz:
+            Ar0, Arr = rest_zz
+            zz[q0:, :q0] = Ar0
+            zz[:q0, q0:] = Ar0.T
+            zz[q0:, q0:] = Arr
+        return smalldense.DenseSmall(self, zz)
 
     # -- theta -> Lambda ------------------------------------------------------
 
@@ -318,7 +350,7 @@ class ProfiledDeviance:
         anovas = self._one_way_anovas()
         return None if anovas is None else anovas[0]
 
-    def moment_units(self) -> np.ndarray | None:
+    def moment_units(self, anovas=None) -> np.ndarray | None:
         """Natural units of theta at the moment start, from each term's one-way analysis of variance.
 
         For a balanced one-way random intercept with m levels of k
@@ -330,8 +362,9 @@ class ProfiledDeviance:
         9 or 10 evaluations instead of 13).  Evaluated at
         :meth:`moment_theta`; None where that is None.  A guide for the
         optimiser's steps only (see :func:`sklmm._engine.fit.optimize`).
+        ``anovas``: :meth:`_one_way_anovas` if already computed.
         """
-        anovas = self._one_way_anovas()
+        anovas = self._one_way_anovas() if anovas is None else anovas
         if anovas is None:
             return None
         theta, levels, per_level = anovas
@@ -555,7 +588,7 @@ class ProfiledDeviance:
     def fixed_effects_cov(self, fac: Factorization, sigma: float) -> np.ndarray:
         """sigma^2 (R_X' R_X)^-1, lme4's ``vcov``."""
         p = self.p
-        RXinv = scipy.linalg.solve_triangular(fac.LXX[:p, :p], np.eye(p), lower=True, check_finite=False)
+        RXinv = _solve_lower(fac.LXX[:p, :p], np.eye(p))  # LAPACK's dtrtrs, as scipy's solve_triangular calls it
         return sigma**2 * (RXinv.T @ RXinv)
 
     # -- the gradient ----------------------------------------------------------------

@@ -275,7 +275,7 @@ def prepare(data: TrainingData, reml: bool, *, warn: bool = True) -> Prepared:
     # With an intercept, y is centred (its weighted mean goes into the
     # intercept, see ProfiledDeviance.y_offset): the likelihood is unchanged
     # and the cross products keep their digits when y has a large offset.
-    y_offset = float(np.average(y, weights=weights)) if offset else 0.0
+    y_offset = (float(y.mean()) if weights is None else float(np.average(y, weights=weights))) if offset else 0.0  # np.average without weights is y.mean()
     stacked[:, -1] = y - y_offset
     kept = independent_columns(stacked[:, :-1], weights)
     kept_set = set(kept.tolist())
@@ -330,21 +330,25 @@ def fit_prepared(prepared, *, reml: bool, max_evaluations: int) -> LmmFit:
     if not terms:
         return _least_squares_fit(problem, fixed_names, kept, dropped, n, reml)
 
-    check_computable(problem, prepared)
-    try:
-        result = optimize(problem, max_evaluations)
-    except NoFiniteObjective as error:
-        raise ValueError(
-            f"the criterion could not be computed in double precision at any theta ({error}); "
-            f"{prepared.scale_summary()}. Centre and rescale y and the columns of X (e.g. to "
-            "mean 0 and standard deviation 1) and fit again."
-        ) from None
-    factor = problem.last_factorization(result.theta)
-    ldL2, ldRX2, pwrss = problem.log_determinants(factor)
-    objective = problem.criterion(ldL2, ldRX2, pwrss)
-    beta_kept, b = problem.solve(factor)
-    sigma = problem.sigma(pwrss)
-    vcov = problem.fixed_effects_cov(factor, sigma)
+    # The estimates' small triangular solves too run with one BLAS thread where the
+    # optimiser does: with two, OpenBLAS's dtrtrs on a 2 x 2 matrix waited 4-16 ms for its
+    # thread pool on a busy machine (measured), several times a small fit's whole time.
+    with blas_threads_for(problem):
+        check_computable(problem, prepared)
+        try:
+            result = optimize(problem, max_evaluations)
+        except NoFiniteObjective as error:
+            raise ValueError(
+                f"the criterion could not be computed in double precision at any theta ({error}); "
+                f"{prepared.scale_summary()}. Centre and rescale y and the columns of X (e.g. to "
+                "mean 0 and standard deviation 1) and fit again."
+            ) from None
+        factor = problem.last_factorization(result.theta)
+        ldL2, ldRX2, pwrss = problem.log_determinants(factor)
+        objective = problem.criterion(ldL2, ldRX2, pwrss)
+        beta_kept, b = problem.solve(factor)
+        sigma = problem.sigma(pwrss)
+        vcov = problem.fixed_effects_cov(factor, sigma)
 
     lower = problem.lower_bounds()
     singular = bool(np.any(result.theta[lower == 0.0] < SINGULAR_TOLERANCE))
@@ -397,16 +401,26 @@ def optimize(problem: ProfiledDeviance, max_evaluations: int, theta0: np.ndarray
     # that choose the start would cost more than they save.
     alternative = units = None
     if theta0 is None and problem.m0 * problem.p0 + problem.q_rest >= MOMENT_START_MIN:
-        alternative = problem.moment_theta()
-        if alternative is not None:
+        anovas = problem._one_way_anovas()  # moment_theta and moment_units, computed once
+        if anovas is not None:
+            alternative = anovas[0]
             # The optimiser then steps in units of the criterion's curvature
             # (ProfiledDeviance.moment_units), where the Hessian is near the identity.
-            units = np.minimum(scale, problem.moment_units())
-    best = _BestGradient(problem.objective_and_gradient)
+            units = np.minimum(scale, problem.moment_units(anovas))
+    # A small model's criterion by one dense factor (smalldense): the same numbers,
+    # a fraction of the blocked path's per-evaluation overhead.
+    # (From a moment start the optimiser evaluates that start with its gradient directly,
+    # newton_start: it is factored once.)
+    dense = problem.dense_evaluator() if units is None else None
+    if dense is not None:
+        objective, objective_and_gradient = dense.objective, dense.objective_and_gradient
+    else:
+        objective, objective_and_gradient = problem.objective, problem.objective_and_gradient
+    best = _BestGradient(objective_and_gradient)
     with blas_threads_for(problem):
         result = optimize_theta(
-            problem.objective,
-            best if units is not None else problem.objective_and_gradient,
+            objective,
+            best if units is not None else objective_and_gradient,
             start,
             problem.lower_bounds(),
             max_evaluations,
@@ -472,15 +486,45 @@ def blas_threads_for(problem: ProfiledDeviance):
     fits up to 7x slower (measured): one thread then.
     """
     single = problem.q_rest < SMALL_REST and problem.p < SMALL_REST
-    return _blas_controller().limit(limits=1, user_api="blas") if single else contextlib.nullcontext()
+    return _OneBlasThread(_blas_libraries()) if single else contextlib.nullcontext()
+
+
+class _OneBlasThread:
+    """threadpoolctl's ``limit(limits=1, user_api="blas")`` without its per-use bookkeeping
+    (a third of its 20 us): each BLAS library not at one thread is set to one, then restored."""
+
+    def __init__(self, libraries):
+        self._libraries = libraries
+        self._restore = []
+
+    def __enter__(self):
+        for library in self._libraries:
+            threads = library.get_num_threads()
+            if threads != 1:
+                library.set_num_threads(1)
+                if threads is not None:
+                    self._restore.append((library, threads))
+        return self
+
+    def __exit__(self, *exc_info):
+        for library, threads in self._restore:
+            library.set_num_threads(threads)
+        self._restore = []
+        return False
 
 
 @functools.lru_cache(maxsize=1)
 def _blas_controller():
-    """threadpoolctl's view of the loaded BLAS libraries (inspected once, then 2 us per use)."""
+    """threadpoolctl's view of the loaded BLAS libraries (inspected once)."""
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_libraries() -> tuple:
+    """threadpoolctl's controllers of the loaded BLAS libraries (found once)."""
+    return tuple(library for library in _blas_controller().lib_controllers if library.user_api == "blas")
 
 
 def check_computable(problem: ProfiledDeviance, prepared: Prepared) -> None:

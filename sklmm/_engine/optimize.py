@@ -52,6 +52,8 @@ _BOUNDARY = 1e-2
 _GRADIENT_TOLERANCE = 1e-7
 #: Probe steps off the boundary.
 _PROBES = (1e-3, 1e-1)
+#: Up to this many elements, the projected gradient is taken in Python floats.
+_FEW = 8
 
 
 @dataclass
@@ -214,7 +216,7 @@ def optimize_theta(
         return value, grad * scale
 
     f = _Counted(value_scaled, value_and_gradient_scaled, max_evaluations, lower_scaled)
-    bounds = Bounds(lower_scaled, np.full_like(lower, np.inf))
+    bounds = _LazyBounds(lower_scaled)
     start = theta0 / scale
     converged, message = False, ""
     try:
@@ -246,7 +248,7 @@ def optimize_theta(
                 if _projected_gradient(result.x, result.jac, lower_scaled) <= 10 * _GRADIENT_TOLERANCE * max(1.0, abs(result.fun)):
                     converged, message = True, f"converged: {result.message}"
                 else:
-                    converged, message = _polish(f, bounds)
+                    converged, message = _polish(f, bounds.get())
             except _Stationary:
                 converged, message = True, "converged: projected gradient below tolerance"
             better = _probe_boundary(f, lower_scaled, partners or {})
@@ -254,7 +256,7 @@ def optimize_theta(
                 break
             start = better
         if second_opinion and f.best_theta is not None and len(start) > 1 and np.any((lower_scaled == 0.0) & (f.best_theta < _BOUNDARY)):
-            improved = _second_opinion(f, bounds, theta0 / scale)
+            improved = _second_opinion(f, bounds.get(), theta0 / scale)
             if improved:
                 message = f"{message}; a derivative-free search from the start found a better optimum"
     except _BudgetExhausted:
@@ -263,6 +265,18 @@ def optimize_theta(
         raise NoFiniteObjective(f"the objective was not finite at any of the {f.count} values of theta tried")
     theta = np.maximum(f.best_theta * scale, lower)
     return OptimizeResult(theta, float(f.best_value), f.count, converged and np.isfinite(f.best_value), message)
+
+
+class _LazyBounds:
+    """scipy's Bounds for the derivative-free searches, made only if one runs (most fits need none)."""
+
+    def __init__(self, lower: np.ndarray):
+        self.lower, self._bounds = lower, None
+
+    def get(self) -> Bounds:
+        if self._bounds is None:
+            self._bounds = Bounds(self.lower, np.full_like(self.lower, np.inf))
+        return self._bounds
 
 
 @dataclass
@@ -328,7 +342,7 @@ def _lbfgsb(value_and_gradient, x0: np.ndarray, lower: np.ndarray, max_evaluatio
     while True:
         _lbfgsb.setulb(m, x, low, upper, nbd, f, g, 0.0, 0.0, wa, iwa, task, lsave, isave, dsave, 20, ln_task)
         if task[0] == 3:  # f and g wanted at x (scipy memoises: no new evaluation at the same x)
-            if evaluated_x is None or not np.array_equal(x, evaluated_x):
+            if evaluated_x is None or not (x == evaluated_x).all():
                 evaluated_x = x.copy()
                 value, grad = value_and_gradient(x.copy())
                 n_evaluations += 1
@@ -372,6 +386,16 @@ def _projected_gradient(theta: np.ndarray, grad: np.ndarray, lower: np.ndarray) 
     objective's curvature falls like 1 / theta^2 and an absolute test would
     stop far from the optimum.
     """
+    if len(theta) <= _FEW:  # a few elements: Python floats (a tenth of the array operations' overhead)
+        largest = 0.0
+        for t, g, low in zip(theta.tolist(), grad.tolist(), lower.tolist()):
+            if t <= low and g > 0:
+                continue
+            value = abs(g) * max(1.0, abs(t))
+            if value != value:  # NaN, as np.max would return it
+                return value
+            largest = max(largest, value)
+        return largest
     blocked = (theta <= lower) & (grad > 0)
     return float(np.max(np.abs(np.where(blocked, 0.0, grad)) * np.maximum(1.0, np.abs(theta)), initial=0.0))
 

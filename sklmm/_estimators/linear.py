@@ -267,7 +267,8 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
 
             return fit_estimator(self, X, y, groups, sample_weight)
         self.__dict__.pop("_fitted_on_dask", None)
-        self._validate_params()
+        if not self._plain_params():
+            self._validate_params()
         if self.formula is not None:
             return self._fit_formula(X, y, groups, sample_weight)
         refuse_groups_by_name(groups, X, _n_rows(X))
@@ -306,6 +307,22 @@ class MixedLinearRegressor(RegressorMixin, BaseEstimator):
         self._design = None
         self._training_fingerprint = X_fingerprint
         return self._fit_data(TrainingData(X, y, frame, weights, specs, names, self.fit_intercept))
+
+    def _plain_params(self) -> bool:
+        """Whether every parameter has a plain type that meets its constraint (then scikit-learn's
+        ``_validate_params``, which inspects the signature at every call, has nothing to refuse).
+
+        Only for this class itself: a subclass may constrain more parameters.
+        """
+        return (
+            type(self) is MixedLinearRegressor
+            and (self.random_effects is None or type(self.random_effects) is str)
+            and (self.formula is None or type(self.formula) is str)
+            and type(self.reml) is bool
+            and type(self.fit_intercept) is bool
+            and type(self.max_iter) is int
+            and self.max_iter >= 1
+        )
 
     def _fit_formula(self, X, y, groups, sample_weight, *, formula_text=None, weights_label=None):
         """fit() for a formula model: X holds every column the formula names."""

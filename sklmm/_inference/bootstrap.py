@@ -279,10 +279,11 @@ def _refit_problem(problem, lower, theta0: np.ndarray, max_iter: int, near=None)
         theta, converged = result.theta, result.converged
     else:
         theta, converged = np.empty(0), True
-    factor = problem.last_factorization(theta)  # the optimiser's last point, most often
-    _, _, pwrss = problem.log_determinants(factor)
-    sigma = problem.sigma(pwrss)
-    beta, _ = problem.solve(factor)
+    with blas_threads_for(problem):  # small triangular solves: see fit_prepared
+        factor = problem.last_factorization(theta)  # the optimiser's last point, most often
+        _, _, pwrss = problem.log_determinants(factor)
+        sigma = problem.sigma(pwrss)
+        beta, _ = problem.solve(factor)
     singular = bool(np.any(theta[lower == 0.0] < SINGULAR_TOLERANCE)) if problem.n_theta else False
     return theta, sigma, beta, singular, converged
 

@@ -14,6 +14,7 @@ copy) raises an error that says how to align them.
 
 from __future__ import annotations
 
+import functools
 import numbers
 
 import numpy as np
@@ -44,7 +45,8 @@ def as_groups_frame(groups, n_samples: int, argument: str = "groups") -> pd.Data
         frame = groups.copy(deep=_PANDAS_MAJOR < 3)
         names = frame.columns.tolist()  # iterated once: an Index of strings iterates slowly
         if not all(isinstance(c, str) for c in names):
-            frame.columns = [str(c) for c in names]
+            names = [str(c) for c in names]
+            frame.columns = names
     elif isinstance(groups, pd.Series):
         name = "group" if groups.name is None else str(groups.name)
         frame = pd.DataFrame({name: groups.to_numpy()})
@@ -64,7 +66,8 @@ def as_groups_frame(groups, n_samples: int, argument: str = "groups") -> pd.Data
         raise ValueError(f"{argument} has no columns")
     if len(frame) != n_samples:
         raise ValueError(f"{argument} has {len(frame)} rows but X has {n_samples}; they must match row for row")
-    names = frame.columns.tolist()
+    if not isinstance(groups, pd.DataFrame):
+        names = frame.columns.tolist()
     if len(set(names)) != frame.shape[1]:
         raise ValueError(f"{argument} has repeated column names: {list(frame.columns)}")
     index = frame.index
@@ -282,5 +285,19 @@ def shares_memory(validated: np.ndarray, original) -> bool:
 def fingerprint(X: np.ndarray) -> np.ndarray:
     """X' w for a fixed pseudo-random w: one pass, and it changes with any edit of X,
     including a reordering of its rows, that could change a refit."""
-    w = np.random.default_rng(20261121).uniform(0.5, 1.5, size=X.shape[0])
+    n = X.shape[0]
+    w = _fingerprint_weights(n) if n <= _FINGERPRINT_CACHE_ROWS else _fingerprint_weights.__wrapped__(n)
     return np.einsum("i,ij->j", w, X)  # einsum's own loop: the same bits every call, whatever BLAS threads
+
+
+#: Fingerprint weights of up to this many rows are kept (small fits repeat: drawing them
+#: anew cost a tenth of a 180-row fit's validation).
+_FINGERPRINT_CACHE_ROWS = 100_000
+
+
+@functools.lru_cache(maxsize=16)
+def _fingerprint_weights(n: int) -> np.ndarray:
+    """The fingerprint's w for n rows (read-only)."""
+    w = np.random.default_rng(20261121).uniform(0.5, 1.5, size=n)
+    w.flags.writeable = False
+    return w
