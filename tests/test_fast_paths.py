@@ -250,3 +250,22 @@ def test_near_optimum_refits_match_the_usual_optimizer(loader, random_effects):
         assert fast.objective <= usual.objective + 1e-9 * abs(usual.objective)
         assert fast.objective == pytest.approx(usual.objective, rel=1e-9)
     assert used >= 15
+
+
+def test_secant_step_reaches_a_quadratic_minimum():
+    """On a separable quadratic the secant curvatures are exact: one step lands on the minimum (1e-12)."""
+    from sklmm._engine.optimize import OptimizeResult
+
+    H, centre = np.array([3.0e3, 0.5]), np.array([0.4, 1.3])
+
+    def value_and_gradient(theta):
+        return float(0.5 * np.sum(H * (theta - centre) ** 2)), H * (theta - centre)
+
+    best = engine_fit._BestGradient(value_and_gradient)
+    best(np.array([0.41, 1.1]))
+    value, _ = best(np.array([0.405, 1.2]))
+    result = OptimizeResult(best.theta.copy(), value, 2, True, "")
+    result, count = engine_fit._secant_step(best, result, np.zeros(2), np.ones(2), 2, 10)
+    assert count == 3
+    np.testing.assert_allclose(result.theta, centre, rtol=1e-12)
+    assert result.objective == pytest.approx(0.0, abs=1e-20)
