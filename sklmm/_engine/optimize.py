@@ -11,7 +11,11 @@ on chem97; Powell and Nelder-Mead need 5-10x the evaluations.
 
 The optimiser works on theta divided by a natural unit per element (the
 caller's ``scale``: ProfiledDeviance.theta_scales), so steps and tolerances
-mean the same whatever the units of the covariates or the weights.
+mean the same whatever the units of the covariates or the weights.  For
+large models of scalar terms the caller passes a moment estimate as a second
+start and units of the criterion's curvature instead (``newton_start``): the
+moment start is evaluated with its gradient and a few identity-Hessian
+Newton steps precede L-BFGS-B, whose first step is only one unit long.
 Safeguards, each prompted by a case of tests/test_hard_designs.py:
 
 * The objective depends on a scalar term's theta only through theta^2 (and
