@@ -410,7 +410,7 @@ def optimize(problem: ProfiledDeviance, max_evaluations: int, theta0: np.ndarray
     # A small model's criterion by one dense factor (smalldense): the same numbers,
     # a fraction of the blocked path's per-evaluation overhead.
     # (From a moment start the optimiser evaluates that start with its gradient directly,
-    # newton_start: it is factored once.)
+    # optimize_theta's alternative_start: it is factored once.)
     dense = problem.dense_evaluator() if units is None else None
     if dense is not None:
         objective, objective_and_gradient = dense.objective, dense.objective_and_gradient
@@ -428,7 +428,6 @@ def optimize(problem: ProfiledDeviance, max_evaluations: int, theta0: np.ndarray
             partners=problem.column_partners(),
             second_opinion=second_opinion,
             alternative_start=alternative,
-            newton_start=units is not None,
         )
         if units is not None:
             # (a packed rest block's evaluations take minutes: its fit stops at the test)

@@ -13,7 +13,7 @@ The optimiser works on theta divided by a natural unit per element (the
 caller's ``scale``: ProfiledDeviance.theta_scales), so steps and tolerances
 mean the same whatever the units of the covariates or the weights.  For
 large models of scalar terms the caller passes a moment estimate as a second
-start and units of the criterion's curvature instead (``newton_start``): the
+start and units of the criterion's curvature instead (``alternative_start``): the
 moment start is evaluated with its gradient and a few identity-Hessian
 Newton steps precede L-BFGS-B, whose first step is only one unit long.
 Safeguards, each prompted by a case of tests/test_hard_designs.py:
@@ -155,7 +155,6 @@ def optimize_theta(
     partners: dict[int, list[int]] | None = None,
     second_opinion: bool = True,
     alternative_start: np.ndarray | None = None,
-    newton_start: bool = False,
 ) -> OptimizeResult:
     """Minimise the objective over theta subject to ``theta >= lower``.
 
@@ -185,18 +184,16 @@ def optimize_theta(
         refits; they restart from lme4's start instead, as lme4's refits
         run one local optimiser.
     alternative_start : ndarray, optional
-        A second candidate start (feasible, in theta's units): the local
-        search starts from whichever of it and ``theta0`` has the lower
-        objective (two objective evaluations, counted).  The boundary probe
-        and the second opinion still refer to ``theta0``.
-    newton_start : bool, default=False
-        ``scale`` holds units of the objective's curvature (its Hessian near
-        the identity in them): the alternative start is evaluated with its
-        gradient, and if it is the better start, Newton steps with that
-        identity Hessian (at most ``NEWTON_START_STEPS``, each kept only if
-        the objective falls) precede L-BFGS-B, whose first steps are only one
-        unit long.  From a moment start many units from the optimum (a
-        600,000-row users x items model: 13) this saves several evaluations.
+        A second candidate start (feasible, in theta's units: a moment
+        estimate), given with ``scale`` in units of the objective's curvature
+        (its Hessian near the identity in them).  lme4's start ``theta0`` is
+        evaluated, then the candidate with its gradient; if the candidate is
+        the better, Newton steps with that identity Hessian (at most
+        ``NEWTON_START_STEPS``, each kept only if the objective falls)
+        precede L-BFGS-B, whose first steps are only one unit long.  From a
+        moment start many units from the optimum (a 600,000-row users x
+        items model: 13) this saves evaluations.  All are counted.  The
+        boundary probe and the second opinion still refer to ``theta0``.
 
     Returns
     -------
@@ -227,18 +224,14 @@ def optimize_theta(
         stationary = False
         if alternative_start is not None:
             candidate = np.maximum(np.asarray(alternative_start, dtype=np.float64), lower) / scale
-            if not newton_start:
-                if f.value(candidate) < f.value(start):
-                    start = candidate
-            else:
-                start_value = f.value(start)
-                try:
-                    value, grad = f.value_and_gradient(candidate)
-                    if value < start_value:
-                        start = _newton_steps(f, candidate, value, grad, lower_scaled)
-                except _Stationary:
-                    stationary = True
-                    converged, message = True, "converged: projected gradient below tolerance"
+            start_value = f.value(start)
+            try:
+                value, grad = f.value_and_gradient(candidate)
+                if value < start_value:
+                    start = _newton_steps(f, candidate, value, grad, lower_scaled)
+            except _Stationary:
+                stationary = True
+                converged, message = True, "converged: projected gradient below tolerance"
         for _restart in range(0 if stationary else 4):
             try:
                 # ftol=0: L-BFGS-B's relative-reduction test stops early on
@@ -364,7 +357,7 @@ def _lbfgsb(value_and_gradient, x0: np.ndarray, lower: np.ndarray, max_evaluatio
     return _LbfgsbResult(x, float(f), g, message)
 
 
-#: Newton steps from a moment start in curvature units (see optimize_theta's newton_start).
+#: Newton steps from a moment start in curvature units (see optimize_theta's alternative_start).
 NEWTON_START_STEPS = 3
 
 
