@@ -164,11 +164,43 @@ class EvaluationLog:
     only) or ``g`` (with its gradient), the evaluation's own seconds, theta
     and the value.  A fit of hours shows its progress, and the table of its
     evaluations goes into the JSON.
+
+    With a ``journal`` (a file of JSON lines), each evaluation's theta, value
+    and gradient (bit for bit: JSON floats round-trip exactly) and its seconds
+    are appended as it ends, and an evaluation at a theta the journal already
+    holds is read back instead of computed (``replayed`` in its record, with
+    the seconds it took when it was computed).  The optimiser is
+    deterministic, so a fit stopped by the end of a machine's session resumes
+    where it stopped: the same iterates, the evaluations already paid for
+    read back.  The report then states the seconds of this process and the
+    seconds of the evaluations computed before.
     """
 
-    def __init__(self, echo=print):
+    def __init__(self, echo=print, journal: Path | None = None):
         self.records: list[dict] = []
         self.echo = echo
+        self.journal = journal
+        self.known: list[dict] = []
+        if journal is not None and journal.exists():
+            self.known = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
+
+    def _lookup(self, theta, need_gradient: bool) -> dict | None:
+        theta = [float(t) for t in theta]
+        for entry in self.known:
+            if entry["theta"] == theta and (entry["kind"] == "g" or not need_gradient):
+                return entry
+        return None
+
+    def _remember(self, kind: str, theta, value, gradient, seconds: float) -> None:
+        if self.journal is None:
+            return
+        entry = dict(kind=kind, theta=[float(t) for t in theta], value=float(value),
+                     gradient=None if gradient is None else [float(g) for g in gradient], seconds=seconds)
+        self.known.append(entry)
+        with open(self.journal, "a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
 
     def __enter__(self):
         from sklmm._engine import deviance
@@ -181,32 +213,56 @@ class EvaluationLog:
 
         def logged_objective(problem, theta):
             began = time.perf_counter()
+            known = log._lookup(theta, need_gradient=False)
+            if known is not None:
+                problem._last_factorization = None
+                log.record("f", began, theta, known["value"], replayed=known["seconds"])
+                return known["value"]
             value = objective(problem, theta)
             log.record("f", began, theta, value)
+            log._remember("f", theta, value, None, log.records[-1]["seconds"])
             return value
 
         def logged_objective_and_gradient(problem, theta):
             began = time.perf_counter()
+            known = log._lookup(theta, need_gradient=True)
+            if known is not None:
+                problem._last_factorization = None  # the fit factors theta_hat again if it was replayed
+                log.record("g", began, theta, known["value"], replayed=known["seconds"])
+                return known["value"], np.array(known["gradient"])
             value, gradient = objective_and_gradient(problem, theta)
             log.record("g", began, theta, value)
+            log._remember("g", theta, value, gradient, log.records[-1]["seconds"])
             return value, gradient
 
         self._cls.objective, self._cls.objective_and_gradient = logged_objective, logged_objective_and_gradient
         return self
 
-    def record(self, kind: str, began: float, theta, value) -> None:
+    def record(self, kind: str, began: float, theta, value, replayed: float | None = None) -> None:
         now = time.perf_counter()
-        entry = dict(at=now - self.start, kind=kind, seconds=now - began, theta=[float(t) for t in theta], value=float(value))
+        seconds = now - began if replayed is None else replayed
+        entry = dict(at=now - self.start, kind=kind, seconds=seconds, theta=[float(t) for t in theta], value=float(value))
+        if replayed is not None:
+            entry["replayed"] = True
         self.records.append(entry)
-        self.echo(f"    {entry['at']:9.1f} s  {kind}  {entry['seconds']:8.1f} s  theta {np.round(entry['theta'], 6).tolist()}  {entry['value']:.6f}")
+        note = "  (read back from the journal: its seconds when computed)" if replayed is not None else ""
+        self.echo(f"    {entry['at']:9.1f} s  {kind}  {entry['seconds']:8.1f} s  theta {np.round(entry['theta'], 6).tolist()}  {entry['value']:.6f}{note}")
+
+    @property
+    def replayed_seconds(self) -> float:
+        """Seconds of the evaluations read back: computed by earlier processes."""
+        return sum(r["seconds"] for r in self.records if r.get("replayed"))
 
     def __exit__(self, *exc):
         self._cls.objective, self._cls.objective_and_gradient = self._saved
         return False
 
 
-def fit_sklmm(problem: Problem, echo=print):
-    """Fit with sklmm in this process; the fitted model and a dict of what was measured."""
+def fit_sklmm(problem: Problem, echo=print, journal: Path | None = None):
+    """Fit with sklmm in this process; the fitted model and a dict of what was measured.
+
+    ``journal``: :class:`EvaluationLog`'s file of evaluations, to resume a fit.
+    """
     from sklmm import MixedLinearRegressor
 
     from .adapters import sklmm as sklmm_adapter
@@ -218,7 +274,7 @@ def fit_sklmm(problem: Problem, echo=print):
     load_before = load_average()
     message = ""
     echo("sklmm: each evaluation as it ends (seconds since the fit began, f objective / g with gradient, its seconds, theta, value)")
-    with PeakMemory() as memory, warnings.catch_warnings(record=True) as caught, EvaluationLog(echo) as evaluations:
+    with PeakMemory() as memory, warnings.catch_warnings(record=True) as caught, EvaluationLog(echo, journal) as evaluations:
         warnings.simplefilter("always")
         start = time.perf_counter()
         try:
@@ -233,6 +289,7 @@ def fit_sklmm(problem: Problem, echo=print):
         rss_before_mb=memory.before_mb, peak_rss_mb=memory.peak_mb,
         peak_rss_lifetime_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         warnings=message, error=error, evaluations=evaluations.records,
+        replayed_seconds=evaluations.replayed_seconds,
     )
     if error is None:
         measured.update(
@@ -464,6 +521,8 @@ def main(argv=None) -> None:
                         help="hold the rest block packed (PackedRest) whatever its size, to check that path at small scales")
     parser.add_argument("--streamed", action="store_true",
                         help="with --packed: stream the Gram products (StreamedCross) whatever the pairs' size, to check that path at small scales")
+    parser.add_argument("--journal", type=Path, default=None,
+                        help="file of the fit's evaluations (JSON lines): appended as they end, read back when the fit is run again (resume)")
     parser.add_argument("--pairs", nargs="+", type=float, metavar="SCALE",
                         help="only count co-rated item pairs of ml_latest_shape at these scales")
     args = parser.parse_args(argv)
@@ -501,7 +560,7 @@ def main(argv=None) -> None:
         model, measured = None, record["sklmm"]
         say("", f"sklmm: the fit of {record['sklmm'].get('when', 'an earlier run')} (--check-only: not fitted again)")
     elif "sklmm" in args.libraries or not args.no_check:
-        model, measured = fit_sklmm(problem, echo=say)
+        model, measured = fit_sklmm(problem, echo=say, journal=args.journal)
         measured["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         record["sklmm"] = measured
         import sklmm
@@ -512,8 +571,14 @@ def main(argv=None) -> None:
         if measured["error"]:
             say(f"  no fit after {measured['seconds']:.1f} s: {measured['error']}")
         else:
-            say(f"  fit {measured['seconds']:.2f} s, {measured['n_iter']} evaluations "
-                f"({measured['seconds'] / max(1, measured['n_iter']):.2f} s each, setup included), converged {measured['converged']}",
+            before = measured.get("replayed_seconds", 0.0)
+            if before:
+                say(f"  resumed from the journal: {sum(1 for r in measured['evaluations'] if r.get('replayed'))} evaluations "
+                    f"read back, computed earlier in {before:.1f} s; this process {measured['seconds']:.1f} s; "
+                    f"the fit's time is their sum, {measured['seconds'] + before:.1f} s (+ the earlier processes' setup)")
+            total = measured["seconds"] + before
+            say(f"  fit {total:.2f} s, {measured['n_iter']} evaluations "
+                f"({total / max(1, measured['n_iter']):.2f} s each, setup included), converged {measured['converged']}",
                 f"  theta {measured['theta']}, sigma {measured['sigma']:.8g}, REML criterion {measured['objective']:.10f}",
                 f"  resident memory {measured['rss_before_mb']:,.0f} MiB before the fit, peak {measured['peak_rss_mb']:,.0f} MiB "
                 f"during it (+{measured['peak_rss_mb'] - measured['rss_before_mb']:,.0f} MiB)")
