@@ -58,6 +58,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import cython_lapack
 
+from . import rfp
+
 #: The packed block may take at most this fraction of the machine's memory.
 MEMORY_FRACTION = 0.6
 #: StreamedCross's default chunk bounds: dense entries of one block of the Gram
@@ -104,27 +106,10 @@ def packed_bytes(q: int) -> int:
     return (n + 1) * (n // 2) * 8
 
 
-def _lapack(name: str, *argtypes):
-    """LAPACK routine ``name`` called directly through scipy's own pointer to it (scipy.linalg.cython_lapack).
-
-    scipy's Python wrappers of the RFP routines check the buffer's length
-    ``n (n + 1) / 2`` in 32-bit arithmetic, which overflows past n = 46,340
-    (ml-latest's 53,883 items); LAPACK itself addresses the buffer with the
-    leading dimension n + 1 and needs no such product.  Character and integer
-    arguments go by reference, as Fortran takes them.
-    """
-    capsule = cython_lapack.__pyx_capi__[name]
-    get_name = ctypes.pythonapi.PyCapsule_GetName
-    get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
-    get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
-    get_pointer.restype, get_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
-    return ctypes.CFUNCTYPE(None, *argtypes)(get_pointer(capsule, get_name(capsule)))
-
-
 _CHAR, _INT, _DOUBLE = ctypes.c_char_p, ctypes.POINTER(ctypes.c_int), ctypes.c_void_p
-_DPFTRF = _lapack("dpftrf", _CHAR, _CHAR, _INT, _DOUBLE, _INT)
-_DPFTRI = _lapack("dpftri", _CHAR, _CHAR, _INT, _DOUBLE, _INT)
-_DTFSM = _lapack("dtfsm", _CHAR, _CHAR, _CHAR, _CHAR, _CHAR, _INT, _INT, _DOUBLE, _DOUBLE, _DOUBLE, _INT)
+# (scipy's Python wrappers of the RFP routines check the buffer's length n (n + 1) / 2 in 32-bit
+# arithmetic, which overflows past n = 46,340: ml-latest's 53,883 items; LAPACK itself needs no such product)
+_DTFSM = rfp._routine(cython_lapack, "dtfsm", _CHAR, _CHAR, _CHAR, _CHAR, _CHAR, _INT, _INT, _DOUBLE, _DOUBLE, _DOUBLE, _INT)
 
 
 def _flat(buffer: np.ndarray) -> int:
@@ -134,17 +119,17 @@ def _flat(buffer: np.ndarray) -> int:
 
 
 def rfp_cholesky(buffer: np.ndarray, n: int) -> int:
-    """Lower Cholesky factor in place of the RFP buffer (TRANSR='N', UPLO='L'); LAPACK's info."""
-    info = ctypes.c_int(0)
-    _DPFTRF(b"N", b"L", ctypes.byref(ctypes.c_int(n)), _flat(buffer), ctypes.byref(info))
-    return info.value
+    """Lower Cholesky factor in place of the RFP buffer (TRANSR='N', UPLO='L'); LAPACK's info.
+
+    LAPACK's dpftrf by blocks (:func:`sklmm._engine.rfp.cholesky`): no call
+    large enough to crash the OpenBLAS in scipy's wheels.
+    """
+    return rfp.cholesky(buffer, n)
 
 
 def rfp_inverse(buffer: np.ndarray, n: int) -> int:
-    """The inverse in place of a Cholesky factor held in the RFP buffer; LAPACK's info."""
-    info = ctypes.c_int(0)
-    _DPFTRI(b"N", b"L", ctypes.byref(ctypes.c_int(n)), _flat(buffer), ctypes.byref(info))
-    return info.value
+    """The inverse in place of a Cholesky factor held in the RFP buffer (dpftri by blocks, :func:`sklmm._engine.rfp.inverse`); LAPACK's info."""
+    return rfp.inverse(buffer, n)
 
 
 def rfp_solve(buffer: np.ndarray, n: int, rhs: np.ndarray, trans: str) -> np.ndarray:
