@@ -39,6 +39,9 @@ from .packedrest import MEMORY_FRACTION, PackedRest, StreamedCross, stream_works
 #: A dense rest block larger than this (q_r) would need q_r^2 doubles several
 #: times over (A_rr, the factor, the inverse): beyond it the rest terms are held
 #: by :class:`sklmm._engine.packedrest.PackedRest` (one packed triangle, in place).
+#: It also keeps the dense path's whole dpotrf/dpotri calls below the order
+#: (about 22,500) where the threaded OpenBLAS in scipy's wheels crashes
+#: (:mod:`sklmm._engine.rfp`); the packed path splits its calls.
 DENSE_REST_MAX = 20_000
 #: Bytes per (level, pair) incidence that building a PairCross takes at its peak.
 PAIR_BYTES = 64
