@@ -6,7 +6,7 @@ leading dimension n + 1) reduce to calls on the k x k pieces of the buffer:
 module makes the same calls in the same order, except that every call whose
 threaded OpenBLAS code packs a whole thread's share of the output into one
 buffer (``dsyrk``, and ``dpotrf`` and ``dlauum``, which call it) is split
-into calls of at most ``BLOCK`` rows and columns: a symmetric rank-k update
+into calls of at most ``BLOCK`` (16,384) rows and columns: a symmetric rank-k update
 by a ``dsyrk`` on each diagonal block and a ``dgemm`` beside it, a Cholesky
 factor and a triangular product by LAPACK's own blocked algorithms
 (right-looking ``dpotrf``, ``dlauum``) with ``BLOCK``-wide blocks.
@@ -34,8 +34,10 @@ import numpy as np
 from scipy.linalg import cython_blas, cython_lapack
 
 #: Largest row or column count of a dsyrk, dpotrf or dlauum call (OpenBLAS's
-#: threaded dsyrk crashes past about 22,500 with two threads; see the module docstring).
-BLOCK = 8192
+#: threaded dsyrk crashes past about 22,500 with two threads, the worst case: with
+#: more threads each thread's share is smaller; see the module docstring).  Halves up
+#: to this size (rest blocks up to 32,768 levels) are factored by LAPACK's calls whole.
+BLOCK = 16_384
 
 
 def _routine(module, name: str, *argtypes):
