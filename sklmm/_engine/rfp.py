@@ -171,7 +171,24 @@ def _pieces(buffer: np.ndarray, n: int) -> tuple[int, _Matrix, _Matrix, _Matrix]
 
 
 def cholesky(buffer: np.ndarray, n: int, block: int = BLOCK) -> int:
-    """Lower Cholesky factor in place of the RFP buffer (LAPACK's dpftrf, TRANSR='N', UPLO='L'); its info."""
+    """Lower Cholesky factor in place of the RFP buffer (LAPACK's dpftrf, TRANSR='N', UPLO='L'); its info.
+
+    Examples
+    --------
+    A 4 x 4 matrix in RFP storage (LAPACK's dtrttf), factored and inverted
+    in blocks of one row (every call split), against the dense inverse:
+
+    >>> import numpy as np
+    >>> from scipy.linalg import lapack
+    >>> from sklmm._engine import rfp
+    >>> M = np.array([[4.0, 2, 0, 0], [2, 5, 1, 0], [0, 1, 3, 1], [0, 0, 1, 2]])
+    >>> buffer = np.asarray(lapack.dtrttf(np.asfortranarray(M), transr="N", uplo="L")[0]).ravel(order="F")
+    >>> rfp.cholesky(buffer, 4, block=1), rfp.inverse(buffer, 4, block=1)
+    (0, 0)
+    >>> inverse = lapack.dtfttr(4, buffer, transr="N", uplo="L")[0]
+    >>> bool(np.allclose(np.tril(inverse), np.tril(np.linalg.inv(M))))
+    True
+    """
     k, a11, a22, a21 = _pieces(buffer, n)
     info = potrf("L", k, a11, block)
     if info:
