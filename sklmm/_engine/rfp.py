@@ -11,12 +11,12 @@ by a ``dsyrk`` on each diagonal block and a ``dgemm`` beside it, a Cholesky
 factor and a triangular product by LAPACK's own blocked algorithms
 (right-looking ``dpotrf``, ``dlauum``) with ``BLOCK``-wide blocks.
 
-Why: the OpenBLAS that scipy's wheels bundle (0.3.x, ``BUFFERSIZE`` 32 MB)
+Why: the OpenBLAS that scipy's wheels bundle (0.3.30 with scipy 1.17, 32 MB buffers)
 overruns that buffer in its threaded ``dsyrk`` once the output passes about
 22,500 rows with two threads, and the process dies of a segmentation fault
-inside ``dgemm_otcopy`` (measured here: ``dsyrk`` of 22,000 rows passes,
-23,000 crashes; ``dpotrf`` of 25,000 crashes; one thread passes; OpenBLAS
-issues #1413, #2562).  RFP's halves reach that size at 45,000 rest levels
+inside ``dgemm_otcopy`` (measured here, ``benchmarks/openblas_syrk_limit.py``:
+``dsyrk`` of 22,000 rows passes, 23,000 crashes; ``dpotrf`` of 25,000
+crashes; one thread passes; OpenBLAS issues #1413, #2562).  RFP's halves reach that size at 45,000 rest levels
 (ml-latest's 53,883 items).  ``dgemm``, ``dtrsm``, ``dtrmm`` and ``dtrtri``
 bound their packing by the kernel's block sizes and are called whole.
 
