@@ -112,12 +112,6 @@ _CHAR, _INT, _DOUBLE = ctypes.c_char_p, ctypes.POINTER(ctypes.c_int), ctypes.c_v
 _DTFSM = rfp._routine(cython_lapack, "dtfsm", _CHAR, _CHAR, _CHAR, _CHAR, _CHAR, _INT, _INT, _DOUBLE, _DOUBLE, _DOUBLE, _INT)
 
 
-def _flat(buffer: np.ndarray) -> int:
-    if not (buffer.dtype == np.float64 and buffer.flags.c_contiguous and buffer.flags.writeable):
-        raise ValueError("an RFP buffer must be a writeable contiguous float64 array")
-    return buffer.ctypes.data
-
-
 def rfp_cholesky(buffer: np.ndarray, n: int) -> int:
     """Lower Cholesky factor in place of the RFP buffer (TRANSR='N', UPLO='L'); LAPACK's info.
 
@@ -139,7 +133,7 @@ def rfp_solve(buffer: np.ndarray, n: int, rhs: np.ndarray, trans: str) -> np.nda
         raise ValueError(f"rhs has {b.shape[0]} rows, the factor {n}")
     alpha = np.ones(1)
     _DTFSM(b"N", b"L", b"L", trans.encode(), b"N", ctypes.byref(ctypes.c_int(n)), ctypes.byref(ctypes.c_int(b.shape[1])),
-           alpha.ctypes.data, _flat(buffer), b.ctypes.data, ctypes.byref(ctypes.c_int(n)))
+           alpha.ctypes.data, rfp.buffer_address(buffer), b.ctypes.data, ctypes.byref(ctypes.c_int(n)))
     return b
 
 

@@ -160,12 +160,17 @@ def lauum(uplo: str, n: int, a: _Matrix, block: int) -> None:
                 _DSYRK(b"U", b"N", _i(b), _i(rest), _s(1.0), a.at(i, i + b), _i(a.ld), _s(1.0), a.at(i, i), _i(a.ld))
 
 
+def buffer_address(buffer: np.ndarray) -> int:
+    """The address of an RFP buffer's first number, after checking that LAPACK may write it in place."""
+    if not (buffer.dtype == np.float64 and buffer.flags.c_contiguous and buffer.flags.writeable):
+        raise ValueError("an RFP buffer must be a writeable contiguous float64 array")
+    return buffer.ctypes.data
+
+
 def _pieces(buffer: np.ndarray, n: int) -> tuple[int, _Matrix, _Matrix, _Matrix]:
     if n % 2 or buffer.size != (n + 1) * (n // 2):
         raise ValueError(f"an RFP buffer of order {n} (even) holds {(n + 1) * (n // 2)} numbers, not {buffer.size}")
-    if not (buffer.dtype == np.float64 and buffer.flags.c_contiguous and buffer.flags.writeable):
-        raise ValueError("an RFP buffer must be a writeable contiguous float64 array")
-    k, ld, base = n // 2, n + 1, buffer.ctypes.data
+    k, ld, base = n // 2, n + 1, buffer_address(buffer)
     # the leading k x k block (lower), the trailing one (held as its upper triangle), the rectangle below
     return k, _Matrix(base + 8, ld), _Matrix(base, ld), _Matrix(base + 8 * (k + 1), ld)
 
