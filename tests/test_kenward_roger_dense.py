@@ -14,9 +14,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from threadpoolctl import threadpool_limits
 
 from dense_lmm import DenseModel
 from sklmm import MixedLinearRegressor
+from sklmm._inference import ddf
 from sklmm._inference.ddf import lmm_tests
 from sklmm._model.terms import lower_triangle_colmajor
 
@@ -99,3 +101,91 @@ def test_kenward_roger_matches_dense_pbkrtest(name):
     mine, _, W_mine = tests.kenward_roger_parts()
     np.testing.assert_allclose(mine, PhiA, rtol=1e-7, atol=1e-12 * np.abs(PhiA).max())
     np.testing.assert_allclose(W_mine, W, rtol=1e-6, atol=1e-10 * np.abs(W).max())
+
+
+# -- memory: slices, the peak, the refusal, one BLAS thread past rfp.BLOCK -----------------
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_kenward_roger_by_small_row_slices_matches_dense_pbkrtest(name, monkeypatch):
+    """Slices of 5 rows (every sum and product of the KR loop cut across slices) give the same
+    adjusted covariance as the dense n x n computation, to the same relative 1e-7."""
+    monkeypatch.setattr(ddf, "_ROW_BLOCK", 5)
+    random_effects, weighted = CASES[name]
+    X, y, groups, w = make_data()
+    model = MixedLinearRegressor(random_effects=random_effects).fit(X, y, groups=groups, sample_weight=w if weighted else None)
+    _, PhiA, W = dense_vcov_adj(model)
+    mine, _, W_mine = lmm_tests(model).kenward_roger_parts()
+    np.testing.assert_allclose(mine, PhiA, rtol=1e-7, atol=1e-12 * np.abs(PhiA).max())
+    np.testing.assert_allclose(W_mine, W, rtol=1e-6, atol=1e-10 * np.abs(W).max())
+
+
+def test_blockwise_symmetric_helpers_match_numpy(monkeypatch):
+    monkeypatch.setattr(ddf, "_ROW_BLOCK", 4)
+    rng = np.random.default_rng(3)
+    M = rng.normal(size=(11, 11))
+    S = rng.normal(size=(11, 11))
+    lower = M.copy()
+    ddf._symmetrize_lower(lower)
+    np.testing.assert_allclose(np.tril(lower), np.tril((M + M.T) / 2), rtol=0, atol=1e-15)
+    A = M.copy()
+    ddf._subtract_symmetric_part(A, S)
+    np.testing.assert_allclose(A, M - (S + S.T) / 2, rtol=0, atol=1e-15)
+    sym = (M + M.T) / 2
+    stale_upper = np.tril(sym) + np.triu(S, 1)  # only the lower triangle may be read
+    assert ddf._lower_sum_squares(stale_upper) == pytest.approx(np.sum(sym * sym), rel=1e-14)
+
+
+def _one_level_per_four_rows(n_groups):
+    rng = np.random.default_rng(1)
+    n = 4 * n_groups
+    g = np.repeat(np.arange(n_groups), 4)
+    x = rng.normal(size=n)
+    y = x + rng.normal(size=n_groups)[g] + rng.normal(size=n)
+    return pd.DataFrame({"x": x}), y, pd.DataFrame({"g": g})
+
+
+def test_kenward_roger_peak_memory_is_its_stated_dense_arrays():
+    """tracemalloc's peak while KR runs on a one-term model (q = 600, where the old loop copied
+    C's rows three times over, 7 arrays) is within 2% of kenward_roger_bytes (5 square arrays)."""
+    import tracemalloc
+
+    X, y, groups = _one_level_per_four_rows(600)
+    model = MixedLinearRegressor(random_effects="(1 | g)").fit(X, y, groups=groups)
+    tests = lmm_tests(model)
+    tests.prepared  # the training data's cross products, loaded before measuring
+    tracemalloc.start()
+    try:
+        tests.kenward_roger_parts()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= 1.02 * ddf.kenward_roger_bytes(600, 2)
+
+
+def test_kenward_roger_beyond_memory_is_refused_naming_satterthwaite(monkeypatch):
+    X, y, groups = _one_level_per_four_rows(50)
+    model = MixedLinearRegressor(random_effects="(1 | g)").fit(X, y, groups=groups)
+    monkeypatch.setattr(ddf, "physical_memory", lambda: ddf.kenward_roger_bytes(50, 2))
+    with pytest.raises(ValueError, match=r"50 random effects and 2 fixed effects.*ddf=\"satterthwaite\""):
+        model.summary(ddf="kenward-roger")
+    assert model.summary(ddf="satterthwaite") is not None
+
+
+def test_kenward_roger_past_rfp_block_runs_with_one_blas_thread(monkeypatch):
+    """The guard against OpenBLAS's threaded dsyrk (sklmm._engine.rfp): beyond BLOCK random
+    effects the dense algebra runs under a one-thread BLAS limit, with the same result."""
+    X, y, groups = _one_level_per_four_rows(50)
+    model = MixedLinearRegressor(random_effects="(1 | g)").fit(X, y, groups=groups)
+    expected = lmm_tests(model).kenward_roger_parts()[0]
+    limits = []
+
+    def recording_limits(n, user_api):
+        limits.append((n, user_api))
+        return threadpool_limits(n, user_api=user_api)
+
+    monkeypatch.setattr(ddf, "BLOCK", 10)
+    monkeypatch.setattr(ddf, "threadpool_limits", recording_limits)
+    model.__dict__.pop("_ddf_cache", None)
+    np.testing.assert_allclose(lmm_tests(model).kenward_roger_parts()[0], expected, rtol=1e-12)
+    assert limits == [(1, "blas")]

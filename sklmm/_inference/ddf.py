@@ -43,7 +43,8 @@ G = M^-1 (q x q), V^-1 = sigma^-2 (W - W K G K' W), and
 with ``t = T'WK`` and ``R = W^-1`` (because ``G B = I - G``), and the traces
 ``tr(V^-1 R) = sigma^-2 (n - q + tr G)``,
 ``tr((V^-1 R)^2) = sigma^-4 (n - 2 (q - tr G) + tr (I - G)^2)``.  Memory is
-O(data) for the one pass forming T'WT and O((q + p)^2) after it.  The F
+O(data) for the one pass forming T'WT and five (q + p)-square arrays after
+it (``KR_DENSE_ARRAYS``; sums over a term's levels go by row slices).  The F
 statistic and its df are pbkrtest's ``.KR_adjust``; for one row, its
 ``Lb_ddf``.  pbkrtest ignores prior weights (its residual G is I); here
 the residual's G is W^-1, the model's, so the two agree on unweighted fits.
@@ -51,15 +52,19 @@ the residual's G is W^-1, the model's, so the two agree on unweighted fits.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 from scipy import stats
+from threadpoolctl import threadpool_limits
 
 from .._engine.blocks import term_transpose_matrix as _term_transpose_matrix
 from .._engine.fit import prepare
+from .._engine.packedrest import MEMORY_FRACTION, physical_memory
+from .._engine.rfp import BLOCK
 from .._model.terms import lower_triangle_colmajor
 
 _LOG_2PI = np.log(2.0 * np.pi)
@@ -381,17 +386,89 @@ def _stacked_cross_products(prepared):
     return A, offsets, q, p, n_obs
 
 
+#: (q + p)-square float64 arrays Kenward-Roger holds at its peak, measured with
+#: tracemalloc (``tests/test_kenward_roger_dense.py``): T'WT (becoming sigma^2 H0),
+#: t = T'WK, M = B + I (becoming its factor, then G), Y = t G and t G t'.
+KR_DENSE_ARRAYS = 5
+#: Rows in one slice of the blockwise symmetrisations (bounded temporaries).
+_ROW_BLOCK = 2048
+
+
+def kenward_roger_bytes(q: int, p: int) -> int:
+    """Bytes Kenward-Roger's dense arrays take at their peak for q random effects and p fixed effects."""
+    return KR_DENSE_ARRAYS * 8 * (q + p) ** 2
+
+
+def _check_kenward_roger_memory(q: int, p: int) -> None:
+    needed, available = kenward_roger_bytes(q, p), physical_memory()
+    if available is not None and needed > MEMORY_FRACTION * available:
+        raise ValueError(
+            f"Kenward-Roger's df need {KR_DENSE_ARRAYS} dense square arrays of the model's "
+            f"{q} random effects and {p} fixed effects ({needed / 2**30:.1f} GiB), more than "
+            f"{MEMORY_FRACTION:.0%} of this machine's {available / 2**30:.1f} GiB of memory; "
+            "Satterthwaite's df (ddf=\"satterthwaite\") need only the model's own factorisation."
+        )
+
+
+def _symmetrize_lower(M: np.ndarray) -> None:
+    """M's lower triangle (with its diagonal) set to that of (M + M') / 2, in place, by row slices."""
+    for r0 in range(0, M.shape[0], _ROW_BLOCK):
+        r1 = min(r0 + _ROW_BLOCK, M.shape[0])
+        M[r0:r1, :r1] += M[:r1, r0:r1].T
+        M[r0:r1, :r1] *= 0.5
+
+
+def _subtract_symmetric_part(A: np.ndarray, S: np.ndarray) -> None:
+    """A -= (S + S') / 2 in place, by row slices (no second square temporary)."""
+    for r0 in range(0, A.shape[0], _ROW_BLOCK):
+        r1 = min(r0 + _ROW_BLOCK, A.shape[0])
+        A[r0:r1] -= 0.5 * (S[r0:r1] + S[:, r0:r1].T)
+
+
+def _chunks(n: int):
+    """Slices of range(n) of at most ``_ROW_BLOCK`` each."""
+    return [slice(c, min(c + _ROW_BLOCK, n)) for c in range(0, n, _ROW_BLOCK)]
+
+
+def _lower_sum_squares(M: np.ndarray) -> float:
+    """The sum of the squares of a symmetric matrix's entries from its lower triangle (with its diagonal)."""
+    total = 0.0
+    for r0 in range(0, M.shape[0], _ROW_BLOCK):
+        r1 = min(r0 + _ROW_BLOCK, M.shape[0])
+        block = np.tril(M[r0:r1, :r1], k=r0)
+        total += 2.0 * float(np.einsum("ij,ij->", block, block))
+    return total - float(np.sum(np.diagonal(M) ** 2))
+
+
 def kenward_roger_adjustment(problem, prepared, theta, sigma, Phi):
-    """pbkrtest's ``vcovAdj``: (Phi_A, [P_r], W) with V never formed (see the module docstring)."""
+    """pbkrtest's ``vcovAdj``: (Phi_A, [P_r], W) with V never formed (see the module docstring).
+
+    Memory: ``KR_DENSE_ARRAYS`` (q + p)-square arrays at the peak, checked
+    before the first is made.  Beyond ``rfp.BLOCK`` rows the dense
+    factorisation and inverse run with one BLAS thread: the OpenBLAS in
+    scipy's wheels crashes in its threaded dsyrk past about 22,500 rows
+    (:mod:`sklmm._engine.rfp`).
+    """
+    terms = prepared.terms
+    q, p = sum(t.q for t in terms), prepared.design.shape[1]
+    _check_kenward_roger_memory(q, p)
+    threads = threadpool_limits(1, user_api="blas") if q > BLOCK else contextlib.nullcontext()
+    with threads:
+        return _kenward_roger_adjustment(problem, prepared, theta, sigma, Phi)
+
+
+def _kenward_roger_adjustment(problem, prepared, theta, sigma, Phi):
     terms = prepared.terms
     A, offsets, q, p, n = _stacked_cross_products(prepared)
     lams = problem.lambdas(theta)
     Lam = sp.block_diag([sp.kron(sp.identity(t.n_levels), lam) for t, lam in zip(terms, lams)], format="csr")
     t2 = np.asarray((Lam.T @ A[:, :q].T).T)  # T'WK, (q + p, q)
-    B = np.asarray((Lam.T @ t2[:q]))  # Lambda' A_zz Lambda
-    B = (B + B.T) / 2.0
-    M = B + np.eye(q)
-    cho = scipy.linalg.cho_factor(M, lower=True, check_finite=False)
+    M = np.asarray(Lam.T @ t2[:q])  # B = Lambda' A_zz Lambda; only its lower triangle is used
+    _symmetrize_lower(M)
+    M[np.diag_indices(q)] += 1.0  # M = B + I
+    # M's transpose is Fortran-ordered: its upper triangle (M's lower) is factored
+    # in place, U = L', so no copy of M is made.
+    cho = scipy.linalg.cho_factor(M.T, lower=False, overwrite_a=True, check_finite=False)
     # Y = t G (G = M^-1 never multiplied by a q x q matrix): with t G t' = A - sigma^2 H0,
     #   H1 = (A - t G t' - Y Y') / sigma^4,   H2 = (A - t G t' - Y Y' - Y G Y') / sigma^6
     # (G B = I - G turns the powers of G into these), and only H1's zx block, the
@@ -399,22 +476,32 @@ def kenward_roger_adjustment(problem, prepared, theta, sigma, Phi):
     Y = scipy.linalg.cho_solve(cho, t2.T, check_finite=False).T  # (q + p, q)
     s2 = sigma**2
     tGt = Y @ t2.T
-    tGt = (tGt + tGt.T) / 2.0
-    H0 = (A - tGt) / s2
+    del t2
+    _subtract_symmetric_part(A, tGt)
+    del tGt
+    A /= s2
+    H0 = A  # T'V^-1 T
     Yz, Yx = Y[:q], Y[q:]
     F1 = (s2 * H0[:q, q:] - Yz @ Yx.T) / s2**2
     H1xx = (s2 * H0[q:, q:] - Yx @ Yx.T) / s2**2
     GYx = scipy.linalg.cho_solve(cho, Yx.T, check_finite=False)  # G Y_x'
     H2xx = (s2 * H0[q:, q:] - Yx @ Yx.T - Yx @ GYx) / s2**3
-    Linv = scipy.linalg.solve_triangular(cho[0], np.eye(q), lower=True, check_finite=False)
-    G = Linv.T @ Linv
+    # G = M^-1 in place of the factor (LAPACK's dpotri on M's transpose's upper
+    # triangle: M's lower), for tr G and tr G^2.
+    inverse, info = scipy.linalg.lapack.dpotri(cho[0], lower=0, overwrite_c=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"Kenward-Roger: the inverse of Lambda'Z'WZ Lambda + I failed (dpotri info {info})")
+    G = inverse.T  # G's lower triangle (the upper of the Fortran-ordered inverse)
     trG = float(np.trace(G))
-    tr_VR2 = (n - 2.0 * (q - trG) + (q - 2.0 * trG + float(np.sum(G * G)))) / s2**2  # tr (I - G)^2
-    del G, Linv
+    tr_VR2 = (n - 2.0 * (q - trG) + (q - 2.0 * trG + _lower_sum_squares(G))) / s2**2  # tr (I - G)^2
+    del G, inverse, M, cho
 
-    def D1_entries(i, j):
-        """Entries (i, j) of H1's zz block: (sigma^2 H0 - Y Y') / sigma^4 at those pairs."""
-        return (s2 * H0[i, j] - np.einsum("ij,ij->i", Yz[i], Yz[j])) / s2**2
+    def D1_sum(i, j):
+        """The sum of the entries (i, j) of H1's zz block, (sigma^2 H0 - Y Y') / sigma^4, over those pairs."""
+        total = 0.0
+        for c in _chunks(len(i)):
+            total += float(np.sum(s2 * H0[i[c], j[c]]) - np.einsum("ij,ij->", Yz[i[c]], Yz[j[c]]))
+        return total / s2**2
 
     C, F = H0[:q, :q], H0[:q, q:]
 
@@ -427,36 +514,40 @@ def kenward_roger_adjustment(problem, prepared, theta, sigma, Phi):
         for a, b in zip(rows, cols):
             params.append((base + a, base + b))
 
-    def E_apply(param, Y):
-        """E_r Y for Y with q rows: only the term's rows are nonzero (returned with their indices)."""
+    def E_rows(param):
+        """E_r's rows: (i, src) with (E_r Y)[i] = Y[src] and every other row of E_r Y zero."""
         ia, ib = param
         if np.array_equal(ia, ib):
-            return ia, Y[ia]
-        idx = np.concatenate([ia, ib])
-        return idx, np.concatenate([Y[ib], Y[ia]])
+            return ia, ia
+        return np.concatenate([ia, ib]), np.concatenate([ib, ia])
 
     k = len(params) + 1
-    Ps, EF, ECrows = [], [], []
-    for param in params:
-        idx, ef = E_apply(param, F)  # E_r F
-        EF.append((idx, ef))
+    rows = [E_rows(param) for param in params]
+    Ps, EF = [], []
+    for idx, src in rows:
+        ef = F[src]  # E_r F's nonzero rows
+        EF.append(ef)
         Ps.append(-(F[idx].T @ ef))
     Ps.append(-H1xx)
     Ps = [(Pm + Pm.T) / 2.0 for Pm in Ps]
 
+    # Q_rs = (E_r F)' C (E_s F) and K_rs = tr(E_r C E_s C), over slices of E_r's rows
+    # (no copy of C's rows bigger than a slice).
     Q = {}
     K = np.empty((k, k))
-    for r, param_r in enumerate(params):
-        idx_r, ef_r = EF[r]
-        idx_c, ec_r = E_apply(param_r, C)  # rows of E_r C
+    for r, (idx_r, src_r) in enumerate(rows):
+        ef_r = EF[r]
         for s in range(r, len(params)):
-            idx_s, ef_s = EF[s]
-            Q[r, s] = ef_r.T @ (C[np.ix_(idx_r, idx_s)] @ ef_s)
-            idx_d, ec_s = E_apply(params[s], C)
-            K[r, s] = K[s, r] = np.sum(ec_r[:, idx_d] * ec_s[:, idx_c].T)
+            idx_s, src_s = rows[s]
+            Q[r, s] = np.zeros((p, p))
+            K[r, s] = 0.0
+            for c in _chunks(len(idx_r)):
+                Q[r, s] += ef_r[c].T @ (C[np.ix_(idx_r[c], idx_s)] @ EF[s])
+                K[r, s] += np.einsum("kl,lk->", C[np.ix_(src_r[c], idx_s)], C[np.ix_(src_s, idx_r[c])])
+            K[s, r] = K[r, s]
         Q[r, k - 1] = ef_r.T @ F1[idx_r]
-        ia, ib = param_r  # tr(E_r D1): the term's (a, b) entries of D1, level by level
-        trace = float(np.sum(D1_entries(ia, ib)))
+        ia, ib = params[r]  # tr(E_r D1): the term's (a, b) entries of D1, level by level
+        trace = D1_sum(ia, ib)
         K[r, k - 1] = K[k - 1, r] = trace if np.array_equal(ia, ib) else 2.0 * trace
     Q[k - 1, k - 1] = H2xx
     K[k - 1, k - 1] = tr_VR2
