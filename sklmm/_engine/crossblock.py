@@ -80,15 +80,13 @@ class PairCross:
         values = np.bincount(inverse * p0 + column, weights=coo.data, minlength=len(entries) * p0).reshape(-1, p0)
         entry_level = entries // self.q_rest
         entry_row = entries % self.q_rest  # sorted by level, then row
-        # All pairs (a, b), b <= a, of entries within one level: entry a pairs
-        # with the local[a] + 1 entries from its level's first to itself.
+        # All pairs (a, b), b <= a, of entries within one level.
         per_level = np.bincount(entry_level, minlength=m0)
         starts = np.concatenate([[0], np.cumsum(per_level)[:-1]])
-        local = np.arange(len(entries)) - starts[entry_level]
-        block = np.cumsum(local + 1) - (local + 1)  # where entry a's pairs begin
-        first = np.repeat(np.arange(len(entries)), local + 1)
-        second = np.arange(len(first)) - np.repeat(block - starts[entry_level], local + 1)
-        rows_i = np.repeat(entry_row, local + 1)
+        all_entries = np.arange(len(entries))
+        counts, second = pairs_within_levels(all_entries, starts[entry_level])
+        first = np.repeat(all_entries, counts)
+        rows_i = np.repeat(entry_row, counts)
         pair_key = rows_i * self.q_rest + entry_row[second]
         del rows_i
         pairs, pair_id = _distinct(pair_key, self.q_rest * self.q_rest)
@@ -97,7 +95,7 @@ class PairCross:
         self.pair_j = (pairs % self.q_rest).astype(np.intp)
         # S[(i, j), (l, c, d)] = (a_il[c] a_jl[d] + a_jl[c] a_il[d]) / 2
         if p0 == 1:
-            prod = np.repeat(values[:, 0], local + 1) * values[second, 0]
+            prod = np.repeat(values[:, 0], counts) * values[second, 0]
         else:
             vi, vj = values[first], values[second]
             prod = 0.5 * (vi[:, :, None] * vj[:, None, :] + vj[:, :, None] * vi[:, None, :])
@@ -184,6 +182,39 @@ class PairCross:
     def quad_from_pairs(self, values: np.ndarray) -> np.ndarray:
         """``quad`` given N only at the pairs: ``values[k] = N[pair_i[k], pair_j[k]]``."""
         return np.asarray(self.ST @ (self.pair_weight * values)).reshape(self.m0, self.p0, self.p0)
+
+
+def pairs_within_levels(entries: np.ndarray, first_of_level: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs (a, b), b <= a, of entries that share a first-term level, for the entries a given.
+
+    Entries are numbered level by level; entry a pairs with the entries from
+    its level's first, ``first_of_level[a]``, to itself.
+
+    Parameters
+    ----------
+    entries : ndarray of int, ascending
+        The entries a whose pairs are wanted (all of them, or a chunk).
+    first_of_level : ndarray of int
+        For each of those entries, the first entry of its level.
+
+    Returns
+    -------
+    counts : ndarray
+        Pairs per entry (``entries - first_of_level + 1``).
+    second : ndarray
+        b of every pair, entry by entry: ``np.repeat(entries, counts)`` gives a.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> counts, second = pairs_within_levels(np.arange(5), np.array([0, 0, 0, 3, 3]))
+    >>> counts.tolist(), second.tolist()
+    ([1, 2, 3, 1, 2], [0, 0, 1, 0, 1, 2, 3, 3, 4])
+    """
+    counts = entries - first_of_level + 1
+    start = np.cumsum(counts) - counts  # where entry a's pairs begin
+    second = np.arange(int(start[-1] + counts[-1]) if len(counts) else 0) + np.repeat(first_of_level - start, counts)
+    return counts, second
 
 
 #: Distinct pair keys are found with a lookup table of this many entries at most

@@ -59,6 +59,7 @@ import scipy.sparse as sp
 from scipy.linalg import cython_lapack
 
 from . import rfp
+from .crossblock import pairs_within_levels
 
 #: The packed block may take at most this fraction of the machine's memory.
 MEMORY_FRACTION = 0.6
@@ -390,12 +391,7 @@ class StreamedCross:
             done = pairs_end[e0 - 1] if e0 else 0
             e1 = max(e0 + 1, int(np.searchsorted(pairs_end, done + self.chunk_incidences, side="right")))
             chunk = entries[e0:e1]
-            first = self._first_of_level[chunk]
-            counts = chunk - first + 1
-            total = int(pairs_end[e1 - 1] - done)
-            # pair t of entry a is (a, first_of_level[a] + t), t = 0..counts[a]-1
-            start = np.cumsum(counts) - counts
-            second = np.arange(total) + np.repeat(first - start, counts)
+            counts, second = pairs_within_levels(chunk, self._first_of_level[chunk])
             i = np.repeat(self._entry_row[chunk], counts)
             j = self._entry_row[second]
             value = inverse[rfp_position(i, j, n)] * d[i] * d[j]
