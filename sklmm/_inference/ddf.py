@@ -444,8 +444,8 @@ def kenward_roger_adjustment(problem, prepared, theta, sigma, Phi):
     """pbkrtest's ``vcovAdj``: (Phi_A, [P_r], W) with V never formed (see the module docstring).
 
     Memory: ``KR_DENSE_ARRAYS`` (q + p)-square arrays at the peak, checked
-    before the first is made.  Beyond ``rfp.BLOCK`` rows the dense
-    factorisation and inverse run with one BLAS thread: the OpenBLAS in
+    before the first is made.  Beyond ``rfp.BLOCK`` random effects all of
+    its dense algebra runs with one BLAS thread: the OpenBLAS in
     scipy's wheels crashes in its threaded dsyrk past about 22,500 rows
     (:mod:`sklmm._engine.rfp`).
     """
