@@ -300,6 +300,21 @@ def fit_sklmm(problem: Problem, echo=print, journal: Path | None = None):
     return (None if error else model), measured
 
 
+def unfitted_model(problem: Problem):
+    """A MixedLinearRegressor holding the problem's validated training data, not fitted.
+
+    For ``--check-only`` on the JSON of a ``--no-check`` run: :func:`sklmm_objectives`
+    needs the training data (``_training_data``), which ``fit`` sets before its first
+    evaluation; the fit itself is replaced by keeping the data.
+    """
+    from sklmm import MixedLinearRegressor
+
+    data = problem.data
+    model = MixedLinearRegressor(random_effects=problem.random_effects, reml=problem.reml)
+    model._fit_data = lambda training: setattr(model, "_training_data", training) or model
+    return model.fit(data[problem.fixed], data[problem.response].to_numpy(), groups=data[problem.groups])
+
+
 def neighbour_points(theta, step: float) -> list[dict]:
     """theta_hat, then theta_hat with component k multiplied by (1 - step) and (1 + step)."""
     theta = np.asarray(theta, dtype=float)
@@ -559,6 +574,8 @@ def main(argv=None) -> None:
         record = json.loads(json_path.read_text())
         model, measured = None, record["sklmm"]
         say("", f"sklmm: the fit of {record['sklmm'].get('when', 'an earlier run')} (--check-only: not fitted again)")
+        if "points" not in record and measured.get("theta") is not None:
+            model = unfitted_model(problem)  # a fit run with --no-check: sklmm's side of the check is still to do
     elif "sklmm" in args.libraries or not args.no_check:
         model, measured = fit_sklmm(problem, echo=say, journal=args.journal)
         measured["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
