@@ -410,32 +410,29 @@ def _check_kenward_roger_memory(q: int, p: int) -> None:
         )
 
 
-def _symmetrize_lower(M: np.ndarray) -> None:
-    """M's lower triangle (with its diagonal) set to that of (M + M') / 2, in place, by row slices."""
-    for r0 in range(0, M.shape[0], _ROW_BLOCK):
-        r1 = min(r0 + _ROW_BLOCK, M.shape[0])
-        M[r0:r1, :r1] += M[:r1, r0:r1].T
-        M[r0:r1, :r1] *= 0.5
-
-
-def _subtract_symmetric_part(A: np.ndarray, S: np.ndarray) -> None:
-    """A -= (S + S') / 2 in place, by row slices (no second square temporary)."""
-    for r0 in range(0, A.shape[0], _ROW_BLOCK):
-        r1 = min(r0 + _ROW_BLOCK, A.shape[0])
-        A[r0:r1] -= 0.5 * (S[r0:r1] + S[:, r0:r1].T)
-
-
 def _chunks(n: int):
     """Slices of range(n) of at most ``_ROW_BLOCK`` each."""
     return [slice(c, min(c + _ROW_BLOCK, n)) for c in range(0, n, _ROW_BLOCK)]
 
 
+def _symmetrize_lower(M: np.ndarray) -> None:
+    """M's lower triangle (with its diagonal) set to that of (M + M') / 2, in place, by row slices."""
+    for rows in _chunks(M.shape[0]):
+        M[rows, : rows.stop] += M[: rows.stop, rows].T
+        M[rows, : rows.stop] *= 0.5
+
+
+def _subtract_symmetric_part(A: np.ndarray, S: np.ndarray) -> None:
+    """A -= (S + S') / 2 in place, by row slices (no second square temporary)."""
+    for rows in _chunks(A.shape[0]):
+        A[rows] -= 0.5 * (S[rows] + S[:, rows].T)
+
+
 def _lower_sum_squares(M: np.ndarray) -> float:
     """The sum of the squares of a symmetric matrix's entries from its lower triangle (with its diagonal)."""
     total = 0.0
-    for r0 in range(0, M.shape[0], _ROW_BLOCK):
-        r1 = min(r0 + _ROW_BLOCK, M.shape[0])
-        block = np.tril(M[r0:r1, :r1], k=r0)
+    for rows in _chunks(M.shape[0]):
+        block = np.tril(M[rows, : rows.stop], k=rows.start)
         total += 2.0 * float(np.einsum("ij,ij->", block, block))
     return total - float(np.sum(np.diagonal(M) ** 2))
 
