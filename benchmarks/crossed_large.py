@@ -63,7 +63,9 @@ mc   uc   ratings     users    movies  modelsz  L22sz  nv  fittime   evtime
 The first row is the whole of ml-latest (every movie, the users with at
 least 5 ratings): 20 evaluations of 304 s, 7,353 s (2 h 3 min) in all, a
 24.3 GiB model of which 21.6 GiB is the dense 53,883-square block.  That is
-the shape ``problems.ml_latest_shape`` simulates.
+the shape ``problems.ml_latest_shape`` simulates; its figures are in
+``benchmarks/published.py``, which this report and the documentation's
+benchmarks page print beside sklmm's full-scale fit.
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ import numpy as np
 
 from . import adapters
 from .problems import PROBLEMS, Problem
+from .published import PUBLISHED
 
 RESULTS = Path(__file__).resolve().parent / "results"
 R_SCRIPT = Path(__file__).resolve().with_name("lme4_devfun_check.R")
@@ -601,6 +604,11 @@ def main(argv=None) -> None:
                 f"during it (+{measured['peak_rss_mb'] - measured['rss_before_mb']:,.0f} MiB)")
         if measured["warnings"]:
             say(f"  warnings: {measured['warnings'][:300]}")
+        if args.scale == 1.0:
+            for peer in PUBLISHED.get(problem.name, []):
+                say(f"  beside {peer['library']}: {peer['fit_seconds']:,.1f} s, {peer['evaluations']} evaluations "
+                    f"({peer['seconds_per_evaluation']:,.1f} s each), a {peer['model_gib']:.2f} GiB model, "
+                    f"on {peer['machine']} ({peer['source']})")
 
     folder = problem_folder(problem) if (set(args.libraries) - {"sklmm"} or not args.no_check) else None
     for library in [lib for lib in args.libraries if lib != "sklmm"]:

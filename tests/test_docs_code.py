@@ -25,6 +25,7 @@ import contextlib
 import importlib
 import inspect
 import io
+import json
 import os
 import re
 import sys
@@ -163,6 +164,45 @@ def test_benchmark_page_renders_the_result_files(tmp_path):
     )
     text = "\n".join(sklmm_docs.benchmark_lines(tmp_path, tmp_path / "none.png"))
     assert "Machine: Test CPU" in text and "5.0x" in text and ">60000.0x" in text and "timeout" in text
+
+
+def test_large_crossed_table_renders_the_full_scale_runs(tmp_path):
+    """The large crossed table: full-scale JSON records only (not ``@scale``), resumed time summed, lme4's check, peers."""
+    try:
+        import docutils  # noqa: F401
+        import sphinx  # noqa: F401
+    except ImportError:
+        if STRICT:
+            raise
+        pytest.skip("needs Sphinx (the docs extra)")
+    sys.path.insert(0, str(DOCS / "_ext"))
+    try:
+        import sklmm_docs
+    finally:
+        sys.path.remove(str(DOCS / "_ext"))
+    published = tmp_path / "published.py"
+    published.write_text(
+        "PUBLISHED = {'big': [dict(library='Peer.jl (published)', rows=5000, levels={'u': 50, 'i': 40}, evaluations=20,"
+        " fit_seconds=7000.0, seconds_per_evaluation=350.0, model_gib=24.3, machine='48 cores', source='their book')]}\n"
+    )
+    assert "No full-scale" in "\n".join(sklmm_docs.large_crossed_lines(tmp_path, published))
+
+    def record(name, n, check=None):
+        fit = dict(seconds=1000.0, replayed_seconds=500.0, n_iter=3, peak_rss_mb=2048.0, objective=12345.678901, theta=[0.5, 0.4])
+        out = dict(problem=name, spec=dict(n=n), levels={"u": 50, "i": 40}, sklmm=fit)
+        if check is not None:
+            out["lme4_devfun"] = check
+        return out
+
+    (tmp_path / "crossed_large_big_latest.json").write_text(json.dumps(record("big", 5000)))
+    (tmp_path / "crossed_large_small_latest.json").write_text(
+        json.dumps(record("small", 600, dict(relative_difference=2.0e-15, neighbours_higher=True))))
+    (tmp_path / "crossed_large_small@0.1_latest.json").write_text(json.dumps(record("shrunk", 60)))
+    text = "\n".join(sklmm_docs.large_crossed_lines(tmp_path, published))
+    assert "shrunk" not in text and text.index("- small") < text.index("- big")
+    assert "- 1,500" in text and "- 500" in text and "2.0 (peak resident)" in text and "12,345.6789" in text
+    assert "+2.0e-15 relative; every neighbour higher" in text and "- not run" in text
+    assert "Peer.jl (published), 48 cores" in text and "- 7,000" in text and "their book" in text
 
 
 # -- every public name has a runnable example ----------------------------------------

@@ -15,6 +15,15 @@
     how to make them.  The environment variable ``SKLMM_BENCHMARK_RESULTS``
     points it at another folder (the tests use it).
 
+``.. large-crossed-results::``
+    The full-scale runs of ``benchmarks/crossed_large.py`` (the files
+    ``benchmarks/results/crossed_large_<problem>_latest.json`` without an
+    ``@scale``): sklmm's fit time, evaluations, peak memory and criterion, and
+    lme4's objective at sklmm's optimum and around it where it was run, with
+    the peers' published figures for the same shapes
+    (``benchmarks/published.py``) beside them.  ``SKLMM_BENCHMARK_RESULTS``
+    applies here too.
+
 ``sklmm_optional_pages`` (a config value)
     Pages written by other issues (``inference``): while the file is missing,
     its line is dropped from every toctree, so the site builds with ``-W``
@@ -28,9 +37,11 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import math
 import os
 import re
+import runpy
 from pathlib import Path
 
 import pandas as pd
@@ -42,6 +53,7 @@ from sphinx.util.docutils import SphinxDirective
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 FIGURE = ROOT / "docs" / "_static" / "benchmarks.png"
+PUBLISHED = ROOT / "benchmarks" / "published.py"
 LIBRARIES = ["sklmm", "lme4", "statsmodels", "mixedlm"]
 
 
@@ -216,6 +228,72 @@ def benchmark_lines(results: Path = RESULTS, figure: Path = FIGURE) -> list[str]
     return lines
 
 
+def _large_runs(results: Path) -> list[dict]:
+    """The full-scale ``crossed_large`` records (no ``@scale`` in the name), smallest first."""
+    records = []
+    for path in sorted(results.glob("crossed_large_*_latest.json")):
+        if "@" in path.name:
+            continue
+        record = json.loads(path.read_text())
+        if isinstance(record.get("sklmm"), dict) and record["sklmm"].get("theta") is not None:
+            records.append(record)
+    return sorted(records, key=lambda r: r["spec"]["n"])
+
+
+def _lme4_check(record: dict) -> str:
+    """What lme4's own objective said at sklmm's optimum and its neighbours."""
+    check = record.get("lme4_devfun")
+    if check is None:
+        return "sklmm's objectives at the points; lme4's not run yet" if record.get("points") else "not run"
+    if "error" in check:
+        return f"lme4: {check['error']}"
+    higher = "every neighbour higher" if check.get("neighbours_higher") else "a neighbour NOT higher"
+    return f"equal to {check['relative_difference']:+.1e} relative; {higher}"
+
+
+def large_crossed_lines(results: Path = RESULTS, published: Path = PUBLISHED) -> list[str]:
+    """The reStructuredText table of the full-scale large crossed fits and the published figures."""
+    records = _large_runs(results)
+    if not records:
+        return [".. note::", "", "   No full-scale ``benchmarks/crossed_large.py`` run is stored yet.", ""]
+    peers = runpy.run_path(str(published))["PUBLISHED"] if published.exists() else {}
+    rows = []
+    for record in records:
+        fit, spec = record["sklmm"], record["spec"]
+        seconds = fit["seconds"] + fit.get("replayed_seconds", 0.0)
+        levels = " × ".join(f"{m:,}" for m in record["levels"].values())
+        rows.append([
+            record["problem"], f"{spec['n']:,}", levels, "sklmm, 2 cores (this machine)",
+            f"{seconds:,.0f}", f"{fit['n_iter']}", f"{seconds / max(1, fit['n_iter']):,.0f}",
+            f"{fit['peak_rss_mb'] / 1024:.1f} (peak resident)", f"{fit['objective']:,.4f}", _lme4_check(record),
+        ])
+        for peer in peers.get(record["problem"], []):
+            rows.append([
+                record["problem"], f"{peer['rows']:,}", " × ".join(f"{m:,}" for m in peer["levels"].values()),
+                f"{peer['library']}, {peer['machine']}", f"{peer['fit_seconds']:,.0f}", f"{peer['evaluations']}",
+                f"{peer['seconds_per_evaluation']:,.0f}", f"{peer['model_gib']:.1f} (model)", "", peer["source"],
+            ])
+    return list_table(
+        "Crossed models past 20,000 items, full scale (benchmarks/crossed_large.py): REML fits; "
+        "lme4 check: lme4's objective at sklmm's theta against sklmm's, and at theta with one component "
+        "times (1 -/+ 1e-3)",
+        ["problem", "rows", "levels", "who, where", "fit s", "evaluations", "s per evaluation",
+         "memory GiB", "REML criterion", "lme4 check / source"],
+        rows,
+    )
+
+
+class LargeCrossedResults(SphinxDirective):
+    def run(self):
+        results = Path(os.environ.get("SKLMM_BENCHMARK_RESULTS", RESULTS))
+        for path in [*results.glob("crossed_large_*_latest.json"), PUBLISHED]:
+            self.env.note_dependency(str(path))
+        node = nodes.container()
+        self.state.nested_parse(StringList(large_crossed_lines(results), source="large-crossed-results"),
+                                self.content_offset, node)
+        return node.children
+
+
 class BenchmarkResults(SphinxDirective):
     def run(self):
         results = Path(os.environ.get("SKLMM_BENCHMARK_RESULTS", RESULTS))
@@ -254,6 +332,7 @@ def setup(app):
     app.add_config_value("sklmm_optional_pages", [], "env")
     app.add_directive("public-api", PublicAPI)
     app.add_directive("benchmark-results", BenchmarkResults)
+    app.add_directive("large-crossed-results", LargeCrossedResults)
     app.connect("source-read", drop_missing_optional_pages)
     app.connect("autodoc-skip-member", skip_foreign_members)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
