@@ -38,7 +38,8 @@ from reference_cases import as_list, load_case
 from sklmm import MixedLinearRegressor
 from sklmm._engine.fit import TrainingData, prepare
 from sklmm._engine.crossblock import PairCross
-from sklmm._engine.packedrest import PackedRest, StreamedCross, packed_bytes, rfp_cholesky, rfp_inverse, rfp_position, rfp_solve
+from sklmm._engine import rfp
+from sklmm._engine.packedrest import PackedRest, StreamedCross, packed_bytes, rfp_position, rfp_solve
 from sklmm._model.bars import parse_random_effects
 from test_deviance_dense import _problem, dense_profiled, dense_Z_lambda
 
@@ -62,16 +63,16 @@ def test_rfp_routines_match_dense_linear_algebra():
     M = G @ G.T + n * np.eye(n)
     buffer, info = lapack.dtrttf(np.asfortranarray(M), transr="N", uplo="L")
     buffer = np.asarray(buffer).ravel(order="F").copy()
-    assert rfp_cholesky(buffer, n) == 0
+    assert rfp.cholesky(buffer, n) == 0
     L = np.linalg.cholesky(M)
     r, c = np.tril_indices(n)
     np.testing.assert_allclose(buffer[rfp_position(r, c, n)], L[r, c], rtol=1e-12)
     B = rng.normal(size=(n, 3))
     np.testing.assert_allclose(rfp_solve(buffer, n, B.copy(), "N"), np.linalg.solve(L, B), rtol=1e-12)
     np.testing.assert_allclose(rfp_solve(buffer, n, B.copy(), "T"), np.linalg.solve(L.T, B), rtol=1e-12)
-    assert rfp_inverse(buffer, n) == 0
+    assert rfp.inverse(buffer, n) == 0
     np.testing.assert_allclose(buffer[rfp_position(r, c, n)], np.linalg.inv(M)[r, c], rtol=1e-10, atol=1e-14)
-    assert rfp_cholesky(-np.abs(buffer), n) > 0  # not positive definite: LAPACK's info, not an exception
+    assert rfp.cholesky(-np.abs(buffer), n) > 0  # not positive definite: LAPACK's info, not an exception
 
 
 def _rfp_of(M):

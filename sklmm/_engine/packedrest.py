@@ -113,20 +113,6 @@ _CHAR, _INT, _DOUBLE = ctypes.c_char_p, ctypes.POINTER(ctypes.c_int), ctypes.c_v
 _DTFSM = rfp._routine(cython_lapack, "dtfsm", _CHAR, _CHAR, _CHAR, _CHAR, _CHAR, _INT, _INT, _DOUBLE, _DOUBLE, _DOUBLE, _INT)
 
 
-def rfp_cholesky(buffer: np.ndarray, n: int) -> int:
-    """Lower Cholesky factor in place of the RFP buffer (TRANSR='N', UPLO='L'); LAPACK's info.
-
-    LAPACK's dpftrf by blocks (:func:`sklmm._engine.rfp.cholesky`): no call
-    large enough to crash the OpenBLAS in scipy's wheels.
-    """
-    return rfp.cholesky(buffer, n)
-
-
-def rfp_inverse(buffer: np.ndarray, n: int) -> int:
-    """The inverse in place of a Cholesky factor held in the RFP buffer (dpftri by blocks, :func:`sklmm._engine.rfp.inverse`); LAPACK's info."""
-    return rfp.inverse(buffer, n)
-
-
 def rfp_solve(buffer: np.ndarray, n: int, rhs: np.ndarray, trans: str) -> np.ndarray:
     """L^-1 rhs (trans 'N') or L'^-1 rhs ('T') for the lower factor L in the RFP buffer; rhs (n, k), overwritten."""
     b = np.asfortranarray(rhs, dtype=np.float64)
@@ -212,7 +198,7 @@ class PackedRest:
             i, j = self.cross.pair_i, self.cross.pair_j
             buffer[self._pair_position] -= self.cross.pair_values(W0) * (d[i] * d[j])
         buffer[self._diagonal_position] += 1.0
-        info = rfp_cholesky(buffer, self.n)
+        info = rfp.cholesky(buffer, self.n)
         factor = buffer
         if info != 0:
             raise np.linalg.LinAlgError(f"matrix is not positive definite (leading minor {info})")
@@ -251,7 +237,7 @@ class PackedRest:
     def inverse_blocks(self, Lrr: PackedFactor, lams):
         """As :meth:`DenseRest.inverse_blocks`; the inverse overwrites ``Lrr`` (then consumed)."""
         Lrr.check()
-        info = rfp_inverse(Lrr.data, self.n)
+        info = rfp.inverse(Lrr.data, self.n)
         inverse = Lrr.data
         Lrr.consumed = True
         if info != 0:
