@@ -32,6 +32,7 @@ import pandas as pd
 import pytest
 from scipy.linalg import lapack
 
+import sklmm._engine.deviance as deviance
 import sklmm._engine.packedrest as packedrest
 import sklmm._engine.rest as rest
 from reference_cases import as_list, load_case
@@ -292,6 +293,53 @@ def test_packed_factor_is_consumed_by_the_inverse(monkeypatch):
     # the optimiser's cache never hands out a consumed factor
     problem.objective_and_gradient(theta)
     assert not problem.last_factorization(theta).Lrr.consumed
+
+
+def test_packed_estimates_are_kept_before_the_inverse(monkeypatch):
+    """After a gradient evaluation (which inverts the packed factor in place), the estimates at its
+    theta come without a second factorisation and equal a fresh factor's (same algebra: to rounding)."""
+    monkeypatch.setattr(rest, "DENSE_REST_MAX", 2)
+    *_, problem = _problem("crossed3", True)
+    theta = np.array([0.5, 0.7, 0.3])
+    fresh = problem.factorize(theta)
+    beta, b = problem.solve(fresh)
+    determinants = problem.log_determinants(fresh)
+    problem.objective_and_gradient(theta)
+    assert problem._last_factorization is None  # the consumed factor is let go
+
+    def no_factorisation(theta):
+        raise AssertionError("factored again")
+
+    monkeypatch.setattr(problem, "factorize", no_factorisation)
+    kept = problem.estimates(theta)
+    np.testing.assert_allclose([kept.ldL2, kept.ldRX2, kept.pwrss], determinants, rtol=1e-13)
+    np.testing.assert_allclose(kept.beta, beta, rtol=1e-12)
+    for t1, t2 in zip(kept.b, b):
+        np.testing.assert_allclose(t1, t2, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(problem.fixed_effects_cov(kept, 1.0), problem.fixed_effects_cov(fresh, 1.0), rtol=1e-13)
+    # another theta, or blocks edited since (forget), factor anew
+    with pytest.raises(AssertionError, match="factored again"):
+        problem.estimates(theta * 1.01)
+    problem.forget()
+    with pytest.raises(AssertionError, match="factored again"):
+        problem.estimates(theta)
+
+
+def test_packed_fit_factors_once_per_evaluation(monkeypatch):
+    """The fit's estimates at the optimum reuse its last evaluation: no factorisation beyond one per evaluation."""
+    monkeypatch.setattr(rest, "DENSE_REST_MAX", 2)
+    calls = []
+    original = deviance.ProfiledDeviance.factorize
+
+    def counted(self, theta):
+        calls.append(np.array(theta))
+        return original(self, theta)
+
+    monkeypatch.setattr(deviance.ProfiledDeviance, "factorize", counted)
+    # every evaluation through the blocked (packed) path, not a small model's one dense factor
+    monkeypatch.setattr(deviance.ProfiledDeviance, "dense_evaluator", lambda self: None)
+    model = _fit(load_case("crossed3"), "reml")
+    assert len(calls) == model.n_iter_
 
 
 def _fit(case, method):

@@ -108,6 +108,24 @@ class Factorization:
     L00inv: np.ndarray | None = None
 
 
+@dataclass
+class Estimates:
+    """What a fit reports at one theta, read off its factor: :meth:`ProfiledDeviance.estimates`.
+
+    ``beta`` has the intercept's ``y_offset`` restored (as :meth:`ProfiledDeviance.solve`);
+    ``b`` holds each term's random effects, (n_levels, n_columns); ``LXX`` is the
+    factor's small (p+1)-square block, all :meth:`ProfiledDeviance.fixed_effects_cov` reads.
+    """
+
+    theta: np.ndarray
+    ldL2: float
+    ldRX2: float
+    pwrss: float
+    beta: np.ndarray
+    b: list
+    LXX: np.ndarray
+
+
 def _solve_lower_transposed(L: np.ndarray, b: np.ndarray) -> np.ndarray:
     """x with L' x = b for a lower-triangular L (LAPACK dtrtrs, no checks)."""
     if L.shape[0] == 0:
@@ -471,6 +489,31 @@ class ProfiledDeviance:
             return fac
         return self.factorize(theta)
 
+    def estimates(self, theta: np.ndarray) -> Estimates:
+        """The log determinants, beta and b at theta, for the fit right after its optimiser.
+
+        Read from the last :meth:`objective_and_gradient`'s factor when it was at
+        this theta; where the gradient consumes the factor (a packed rest block
+        inverted in place), that evaluation kept these before inverting, so the
+        optimum is never factored twice (at ml-latest's shape a factorisation is
+        about 1,000 s).  Else a new factor.  The same caveat as
+        :meth:`last_factorization`: the blocks must not have changed since.
+        """
+        kept = getattr(self, "_last_estimates", None)
+        if kept is not None and np.array_equal(kept.theta, theta):
+            return kept
+        return self._estimates_from(self.last_factorization(theta))
+
+    def _estimates_from(self, fac: Factorization, determinants: tuple[float, float, float] | None = None) -> Estimates:
+        ldL2, ldRX2, pwrss = self.log_determinants(fac) if determinants is None else determinants
+        beta, b = self.solve(fac)
+        return Estimates(np.array(fac.theta, dtype=np.float64), ldL2, ldRX2, pwrss, beta, b, fac.LXX)
+
+    def forget(self) -> None:
+        """Drop the factor and estimates kept from the last evaluation (after editing the blocks)."""
+        self._last_factorization = None
+        self._last_estimates = None
+
     # -- the objective -----------------------------------------------------------
 
     def log_determinants(self, fac: Factorization) -> tuple[float, float, float]:
@@ -500,7 +543,7 @@ class ProfiledDeviance:
         Returns ``inf`` where the factorization fails, so that optimisers
         step away from such points.
         """
-        self._last_factorization = None  # one factor alive at a time (see objective_and_gradient)
+        self.forget()  # one factor alive at a time (see objective_and_gradient)
         try:
             fac = self.factorize(theta)
         except np.linalg.LinAlgError:
@@ -585,8 +628,8 @@ class ProfiledDeviance:
         dof = self.n - self.p if self.reml else self.n
         return float(np.sqrt(pwrss / dof))
 
-    def fixed_effects_cov(self, fac: Factorization, sigma: float) -> np.ndarray:
-        """sigma^2 (R_X' R_X)^-1, lme4's ``vcov``."""
+    def fixed_effects_cov(self, fac: Factorization | Estimates, sigma: float) -> np.ndarray:
+        """sigma^2 (R_X' R_X)^-1, lme4's ``vcov`` (reads only ``fac.LXX``)."""
         p = self.p
         RXinv = _solve_lower(fac.LXX[:p, :p], np.eye(p))  # LAPACK's dtrtrs, as scipy's solve_triangular calls it
         return sigma**2 * (RXinv.T @ RXinv)
@@ -601,7 +644,7 @@ class ProfiledDeviance:
         theta = np.asarray(theta, dtype=np.float64)
         # The previous evaluation's factor is let go before this one is made:
         # one factor alive at a time (a dense rest block's is q_r^2 doubles).
-        self._last_factorization = None
+        self.forget()
         try:
             fac = self.factorize(theta)
         except np.linalg.LinAlgError:
@@ -618,7 +661,10 @@ class ProfiledDeviance:
         if not self.q_rest:
             return value, self._one_term_gradient(theta, fac, value, pwrss)
         if self.rest.consumes_factor:
-            # the gradient's inverse overwrites the rest factor: nothing to keep
+            # The gradient's inverse overwrites the rest factor: keep what the fit
+            # reads at its optimum (two triangular solves, O(q_r^2) against the
+            # factor's O(q_r^3)), and let the factor go.
+            self._last_estimates = self._estimates_from(fac, (ldL2, ldRX2, pwrss))
             self._last_factorization = None
         if self._all_scalar and fac.theta.min() >= _SINGULAR_LAMBDA:
             return value, self._scalar_terms_gradient(fac, pwrss)

@@ -343,12 +343,11 @@ def fit_prepared(prepared, *, reml: bool, max_evaluations: int) -> LmmFit:
                 f"{prepared.scale_summary()}. Centre and rescale y and the columns of X (e.g. to "
                 "mean 0 and standard deviation 1) and fit again."
             ) from None
-        factor = problem.last_factorization(result.theta)
-        ldL2, ldRX2, pwrss = problem.log_determinants(factor)
-        objective = problem.criterion(ldL2, ldRX2, pwrss)
-        beta_kept, b = problem.solve(factor)
-        sigma = problem.sigma(pwrss)
-        vcov = problem.fixed_effects_cov(factor, sigma)
+        estimates = problem.estimates(result.theta)  # the optimiser's last factor, most often
+        objective = problem.criterion(estimates.ldL2, estimates.ldRX2, estimates.pwrss)
+        beta_kept, b = estimates.beta, estimates.b
+        sigma = problem.sigma(estimates.pwrss)
+        vcov = problem.fixed_effects_cov(estimates, sigma)
 
     lower = problem.lower_bounds()
     singular = bool(np.any(result.theta[lower == 0.0] < SINGULAR_TOLERANCE))

@@ -221,7 +221,7 @@ class ResponseRefitter:
         base = self.problem
         p = base.p
         problem = copy.copy(base)
-        problem._last_factorization = None  # the base's factor is of another response
+        problem.forget()  # the base's factor and estimates are of another response
         problem.y_offset = float(offset)
         AXX = base.AXX.copy()
         AXX[p, :p] = AXX[:p, p] = XtWy
@@ -280,10 +280,9 @@ def _refit_problem(problem, lower, theta0: np.ndarray, max_iter: int, near=None)
     else:
         theta, converged = np.empty(0), True
     with blas_threads_for(problem):  # small triangular solves: see fit_prepared
-        factor = problem.last_factorization(theta)  # the optimiser's last point, most often
-        _, _, pwrss = problem.log_determinants(factor)
-        sigma = problem.sigma(pwrss)
-        beta, _ = problem.solve(factor)
+        estimates = problem.estimates(theta)  # the optimiser's last point, most often
+        sigma = problem.sigma(estimates.pwrss)
+        beta = estimates.beta
     singular = bool(np.any(theta[lower == 0.0] < SINGULAR_TOLERANCE)) if problem.n_theta else False
     return theta, sigma, beta, singular, converged
 
