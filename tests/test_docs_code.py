@@ -201,7 +201,7 @@ def test_large_crossed_table_renders_the_full_scale_runs(tmp_path):
     text = "\n".join(sklmm_docs.large_crossed_lines(tmp_path, published))
     assert "shrunk" not in text and text.index("- small") < text.index("- big")
     assert "- 1,500" in text and "- 500" in text and "2.0 (peak resident)" in text and "12,345.6789" in text
-    assert "+2.0e-15 relative; every neighbour higher" in text and "- not run" in text
+    assert "+2.0e-15 relative; every neighbour higher" in text and "- not run (--no-check)" in text
     assert "Peer.jl (published), 48 cores" in text and "- 7,000" in text and "their book" in text
 
 

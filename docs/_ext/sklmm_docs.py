@@ -244,7 +244,7 @@ def _lme4_check(record: dict) -> str:
     """What lme4's own objective said at sklmm's optimum and its neighbours."""
     check = record.get("lme4_devfun")
     if check is None:
-        return "sklmm's objectives at the points; lme4's not run yet" if record.get("points") else "not run"
+        return "sklmm's objectives at the points; lme4's not run yet" if record.get("points") else "not run (--no-check)"
     if "error" in check:
         return f"lme4: {check['error']}"
     higher = "every neighbour higher" if check.get("neighbours_higher") else "a neighbour NOT higher"
