@@ -159,6 +159,13 @@ def problem_folder(problem: Problem) -> Path:
     return problem.save(folder)
 
 
+def evaluation_line(entry: dict) -> str:
+    """One evaluation of the fit as the report prints it (seconds since the fit began, kind, its seconds, theta, value)."""
+    note = "  (read back from the journal: its seconds when computed)" if entry.get("replayed") else ""
+    return (f"    {entry['at']:9.1f} s  {entry['kind']}  {entry['seconds']:8.1f} s  "
+            f"theta {np.round(entry['theta'], 6).tolist()}  {entry['value']:.6f}{note}")
+
+
 class EvaluationLog:
     """Records (and prints, as they happen) every evaluation of sklmm's criterion during a fit.
 
@@ -248,8 +255,7 @@ class EvaluationLog:
         if replayed is not None:
             entry["replayed"] = True
         self.records.append(entry)
-        note = "  (read back from the journal: its seconds when computed)" if replayed is not None else ""
-        self.echo(f"    {entry['at']:9.1f} s  {kind}  {entry['seconds']:8.1f} s  theta {np.round(entry['theta'], 6).tolist()}  {entry['value']:.6f}{note}")
+        self.echo(evaluation_line(entry))
 
     @property
     def replayed_seconds(self) -> float:
@@ -576,7 +582,10 @@ def main(argv=None) -> None:
     if args.check_only:
         record = json.loads(json_path.read_text())
         model, measured = None, record["sklmm"]
-        say("", f"sklmm: the fit of {record['sklmm'].get('when', 'an earlier run')} (--check-only: not fitted again)")
+        evaluations = measured.get("evaluations", [])  # (a record older than the evaluations' log has none)
+        say("", f"sklmm: the fit of {record['sklmm'].get('when', 'an earlier run')} (--check-only: not fitted again)"
+            + ("; its evaluations (seconds since the fit began, f objective / g with gradient, its seconds, theta, value)" if evaluations else ""))
+        say(*(evaluation_line(entry) for entry in evaluations))
         if "points" not in record and measured.get("theta") is not None:
             model = unfitted_model(problem)  # a fit run with --no-check: sklmm's side of the check is still to do
     elif "sklmm" in args.libraries or not args.no_check:
