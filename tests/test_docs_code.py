@@ -141,8 +141,8 @@ def test_readme_gives_the_docs_build_command():
     assert "sphinx-build -W --keep-going -b html docs docs/_build/html" in (ROOT / ".ci" / "run").read_text()
 
 
-def test_benchmark_page_renders_the_result_files(tmp_path):
-    """The benchmarks page's tables come from the CSV files, and say so when there are none."""
+def _docs_extension():
+    """The docs' Sphinx extension module (``docs/_ext/sklmm_docs.py``); skipped without Sphinx, unless STRICT."""
     try:
         import docutils  # noqa: F401  (the extension needs Sphinx and its docutils)
         import sphinx  # noqa: F401
@@ -155,6 +155,12 @@ def test_benchmark_page_renders_the_result_files(tmp_path):
         import sklmm_docs
     finally:
         sys.path.remove(str(DOCS / "_ext"))
+    return sklmm_docs
+
+
+def test_benchmark_page_renders_the_result_files(tmp_path):
+    """The benchmarks page's tables come from the CSV files, and say so when there are none."""
+    sklmm_docs = _docs_extension()
     assert "No benchmark results" in "\n".join(sklmm_docs.benchmark_lines(tmp_path, tmp_path / "none.png"))
     (tmp_path / "latest.csv").write_text(
         "library,problem,n,status,seconds,objective_minus_lme4,sklmm_speedup,speedup_is_lower_bound,machine\n"
@@ -168,18 +174,7 @@ def test_benchmark_page_renders_the_result_files(tmp_path):
 
 def test_large_crossed_table_renders_the_full_scale_runs(tmp_path):
     """The large crossed table: full-scale JSON records only (not ``@scale``), resumed time summed, lme4's check, peers."""
-    try:
-        import docutils  # noqa: F401
-        import sphinx  # noqa: F401
-    except ImportError:
-        if STRICT:
-            raise
-        pytest.skip("needs Sphinx (the docs extra)")
-    sys.path.insert(0, str(DOCS / "_ext"))
-    try:
-        import sklmm_docs
-    finally:
-        sys.path.remove(str(DOCS / "_ext"))
+    sklmm_docs = _docs_extension()
     published = tmp_path / "published.py"
     published.write_text(
         "PUBLISHED = {'big': [dict(library='Peer.jl (published)', rows=5000, levels={'u': 50, 'i': 40}, evaluations=20,"

@@ -228,6 +228,11 @@ def benchmark_lines(results: Path = RESULTS, figure: Path = FIGURE) -> list[str]
     return lines
 
 
+def results_folder() -> Path:
+    """Where the directives read results: ``$SKLMM_BENCHMARK_RESULTS``, else ``benchmarks/results``."""
+    return Path(os.environ.get("SKLMM_BENCHMARK_RESULTS", RESULTS))
+
+
 def _large_runs(results: Path) -> list[dict]:
     """The full-scale ``crossed_large`` records (no ``@scale`` in the name), smallest first."""
     records = []
@@ -285,7 +290,7 @@ def large_crossed_lines(results: Path = RESULTS, published: Path = PUBLISHED) ->
 
 class LargeCrossedResults(SphinxDirective):
     def run(self):
-        results = Path(os.environ.get("SKLMM_BENCHMARK_RESULTS", RESULTS))
+        results = results_folder()
         for path in [*results.glob("crossed_large_*_latest.json"), PUBLISHED]:
             self.env.note_dependency(str(path))
         node = nodes.container()
@@ -296,7 +301,7 @@ class LargeCrossedResults(SphinxDirective):
 
 class BenchmarkResults(SphinxDirective):
     def run(self):
-        results = Path(os.environ.get("SKLMM_BENCHMARK_RESULTS", RESULTS))
+        results = results_folder()
         for name in ("latest.csv", "scaling_latest.csv"):
             self.env.note_dependency(str(results / name))
         node = nodes.container()
